@@ -1,0 +1,34 @@
+# The one developer entry point. `make help` lists the targets.
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: help fmt fmt-check lint build unit test e2e bench demo ci deps
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+fmt-check: ## fail if the code is not formatted
+	$(CARGO) fmt --all -- --check
+
+lint: ## clippy on every target, warnings are errors
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build: ## debug build of the ferrolb binary
+	$(CARGO) build --bin ferrolb
+
+unit: ## tests that need no root and no network namespaces
+	$(CARGO) test --workspace --lib --bins
+
+deps: ## install the Debian packages the end-to-end tests drive (root)
+	bash e2e/scripts/install-deps.sh
+
+test: build ## every test: unit, fixtures, and end-to-end in network namespaces (root)
+	$(CARGO) test --workspace
+
+e2e: build ## only the end-to-end tests (root)
+	$(CARGO) test -p ferrolb-e2e
+
+ci: fmt-check lint test ## what .ci/run runs after installing dependencies

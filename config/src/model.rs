@@ -1,0 +1,228 @@
+//! The validated configuration model: what the rest of ferrolb consumes.
+//!
+//! Values here have passed every validation rule, so consumers never re-check them. Built only by
+//! the parser/validator in this crate; everything is ordered as the user wrote it (pools in config
+//! order matter to the allocator).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::addr::{IpFamily, IpRange};
+
+/// A whole validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Config {
+    pub peers: Vec<Peer>,
+    /// Address pools in the order the config lists them.
+    pub pools: Vec<Pool>,
+    /// `bgp-communities`: alias -> community.
+    pub communities: BTreeMap<String, Community>,
+    pub bfd_profiles: Vec<BfdProfile>,
+}
+
+impl Config {
+    /// The pool with this name.
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The pool whose addresses contain `ip`, if any (pools never overlap, so at most one).
+    pub fn pool_containing(&self, ip: &IpAddr) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.contains(ip))
+    }
+}
+
+/// `protocol:` of an address pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Bgp,
+    Layer2,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Bgp => "bgp",
+            Protocol::Layer2 => "layer2",
+        })
+    }
+}
+
+/// One entry of `address-pools`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pool {
+    pub name: String,
+    pub protocol: Protocol,
+    /// One range per `addresses` entry, in the order written (a CIDR becomes its whole block).
+    pub ranges: Vec<IpRange>,
+    /// Skip IPv4 addresses ending in .0 and .255.
+    pub avoid_buggy_ips: bool,
+    /// When false, the pool serves only Services that ask for it (by IP or by pool name).
+    pub auto_assign: bool,
+    /// BGP pools only; never empty for a BGP pool (a default advertisement is filled in).
+    pub bgp_advertisements: Vec<BgpAdvertisement>,
+    /// ferrolb extension (layer2 pools): announce only on these interfaces; empty = all usable ones.
+    pub interfaces: Vec<String>,
+}
+
+impl Pool {
+    /// True when `ip` lies in one of the pool's ranges (ignores `avoid_buggy_ips`).
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.ranges.iter().any(|r| r.contains(ip))
+    }
+
+    /// True when the pool may hand out `ip`: inside a range and not excluded by `avoid_buggy_ips`.
+    pub fn may_assign(&self, ip: &IpAddr) -> bool {
+        self.contains(ip) && !(self.avoid_buggy_ips && crate::addr::is_buggy_ip(ip))
+    }
+
+    /// The families this pool has addresses of, IPv4 first.
+    pub fn families(&self) -> Vec<IpFamily> {
+        let mut f: Vec<IpFamily> = self.ranges.iter().map(|r| r.family()).collect();
+        f.sort();
+        f.dedup();
+        f
+    }
+}
+
+/// One `bgp-advertisements` entry, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BgpAdvertisement {
+    /// Prefix length IPv4 addresses are announced with (default 32).
+    pub aggregation_length: u8,
+    /// Prefix length IPv6 addresses are announced with (default 128).
+    pub aggregation_length_v6: u8,
+    /// LOCAL_PREF sent to iBGP peers; `None` when not configured (MetalLB sends 0).
+    pub local_pref: Option<u32>,
+    /// Communities with aliases resolved, in the order written.
+    pub communities: Vec<Community>,
+}
+
+impl Default for BgpAdvertisement {
+    fn default() -> Self {
+        BgpAdvertisement {
+            aggregation_length: 32,
+            aggregation_length_v6: 128,
+            local_pref: None,
+            communities: Vec::new(),
+        }
+    }
+}
+
+/// A standard BGP community `AA:NN`, stored as `AA << 16 | NN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Community(pub u32);
+
+impl Community {
+    pub fn new(asn: u16, value: u16) -> Community {
+        Community((u32::from(asn) << 16) | u32::from(value))
+    }
+    pub fn asn(&self) -> u16 {
+        (self.0 >> 16) as u16
+    }
+    pub fn value(&self) -> u16 {
+        (self.0 & 0xffff) as u16
+    }
+}
+
+impl fmt::Display for Community {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.asn(), self.value())
+    }
+}
+
+/// One entry of `peers`, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Peer {
+    pub my_asn: u32,
+    pub peer_asn: u32,
+    pub peer_address: IpAddr,
+    /// Default 179.
+    pub peer_port: u16,
+    pub source_address: Option<IpAddr>,
+    /// Default 90 s; zero disables keepalives and the hold timer.
+    pub hold_time: Duration,
+    /// Default `hold_time / 3`; never above `hold_time`.
+    pub keepalive_time: Duration,
+    /// Default: chosen by the speaker from the session's local address.
+    pub router_id: Option<Ipv4Addr>,
+    /// TCP MD5 signature key (RFC 2385). Never log it.
+    #[serde(skip_serializing)]
+    pub password: Option<String>,
+    pub ebgp_multihop: bool,
+    /// OR across selectors; empty = every node.
+    pub node_selectors: Vec<NodeSelector>,
+}
+
+impl Peer {
+    /// True for eBGP sessions (the ASNs differ).
+    pub fn is_ebgp(&self) -> bool {
+        self.my_asn != self.peer_asn
+    }
+
+    /// True when a node with these labels should peer: any selector matches, or there is none.
+    pub fn selects_node(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.node_selectors.is_empty() || self.node_selectors.iter().any(|s| s.matches(labels))
+    }
+}
+
+/// A Kubernetes-style label selector (`match-labels` AND `match-expressions`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct NodeSelector {
+    pub match_labels: BTreeMap<String, String>,
+    pub match_expressions: Vec<MatchExpression>,
+}
+
+impl NodeSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|e| e.matches(labels))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchExpression {
+    pub key: String,
+    pub operator: SelectorOperator,
+    pub values: Vec<String>,
+}
+
+impl MatchExpression {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let got = labels.get(&self.key);
+        match self.operator {
+            SelectorOperator::In => got.is_some_and(|v| self.values.contains(v)),
+            SelectorOperator::NotIn => got.is_none_or(|v| !self.values.contains(v)),
+            SelectorOperator::Exists => got.is_some(),
+            SelectorOperator::DoesNotExist => got.is_none(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+/// One entry of `bfd-profiles` (parsed and range-checked; ferrolb has no BFD yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BfdProfile {
+    pub name: String,
+    pub receive_interval_ms: Option<u32>,
+    pub transmit_interval_ms: Option<u32>,
+    pub detect_multiplier: Option<u32>,
+    pub echo_interval_ms: Option<u32>,
+    pub echo_mode: bool,
+    pub passive_mode: bool,
+    pub minimum_ttl: Option<u32>,
+}

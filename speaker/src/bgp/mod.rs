@@ -1,0 +1,1 @@
+//! BGP announcer: codec wrapper, sans-IO session FSM, UPDATE packing, tokio session driver.

@@ -1,0 +1,1 @@
+//! Layer2 announcer: ARP/NDP packet build and classify (pure), election, AF_PACKET responder.

@@ -1,0 +1,14 @@
+//! Subcommand implementations: each reads its inputs, calls the crates, and maps the result to
+//! output and an exit code.
+
+mod config_check;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Config(ConfigCommand::Check(args)) => config_check::run(&args),
+    }
+}
