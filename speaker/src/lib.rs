@@ -7,4 +7,5 @@
 //! Must not: allocate addresses.
 
 pub mod bgp;
+pub mod world;
 pub mod layer2;

@@ -1,0 +1,66 @@
+//! What a speaker knows about the cluster: the input to every announcement decision.
+//!
+//! Sources fill it in (the Kubernetes watchers, or standalone mode's files) and hand it to each
+//! announcer's `apply`; announcers derive what to announce from it with pure functions. Nothing
+//! here does I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ferrolb_config::{Config, ServiceKey, ServiceView};
+
+/// A Service together with the addresses the controller assigned to it (its status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignedService {
+    pub service: ServiceView,
+    pub ips: Vec<IpAddr>,
+}
+
+/// The node this speaker runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where each Service has ready endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// No endpoint information (standalone mode): every Service counts as ready on every node.
+    AllReady,
+    /// Per Service, the nodes that host at least one ready endpoint. A Service missing from the
+    /// map has no ready endpoint anywhere.
+    Nodes(BTreeMap<ServiceKey, BTreeSet<String>>),
+}
+
+impl Readiness {
+    /// True when the Service has a ready endpoint on `node`.
+    pub fn ready_on(&self, service: &ServiceKey, node: &str) -> bool {
+        match self {
+            Readiness::AllReady => true,
+            Readiness::Nodes(m) => m.get(service).is_some_and(|n| n.contains(node)),
+        }
+    }
+
+    /// True when the Service has a ready endpoint anywhere.
+    pub fn ready_anywhere(&self, service: &ServiceKey) -> bool {
+        match self {
+            Readiness::AllReady => true,
+            Readiness::Nodes(m) => m.get(service).is_some_and(|n| !n.is_empty()),
+        }
+    }
+}
+
+/// Everything an announcer decides from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct World {
+    /// The configuration in force (never a refused one).
+    pub config: Config,
+    /// This speaker's node.
+    pub node: NodeInfo,
+    /// Every Service that has addresses, in any pool.
+    pub services: Vec<AssignedService>,
+    pub readiness: Readiness,
+    /// Names of the nodes whose speakers are alive (membership), this node included.
+    pub live_nodes: BTreeSet<String>,
+}
