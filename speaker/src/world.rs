@@ -64,3 +64,17 @@ pub struct World {
     /// Names of the nodes whose speakers are alive (membership), this node included.
     pub live_nodes: BTreeSet<String>,
 }
+
+/// An announcer (layer2, bgp): turns the latest [`World`] into announcements.
+///
+/// Sources call `apply` after every change; implementations hand the world to their own tasks
+/// and return at once. `shutdown` withdraws everything (BGP: withdraw and Cease; layer2: stop
+/// answering) and ends the tasks.
+pub trait Announcer: Send {
+    /// Short name for logs and metrics, e.g. `"layer2"` or `"bgp"`.
+    fn name(&self) -> &'static str;
+    /// Hands over the latest world. Must not block.
+    fn apply(&mut self, world: std::sync::Arc<World>);
+    /// Withdraws every announcement and stops.
+    fn shutdown(&mut self) -> futures::future::BoxFuture<'static, ()>;
+}
