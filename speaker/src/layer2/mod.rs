@@ -1,1 +1,3 @@
 //! Layer2 announcer: ARP/NDP packet build and classify (pure), election, AF_PACKET responder.
+
+pub mod packet;
