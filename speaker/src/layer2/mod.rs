@@ -1,3 +1,4 @@
 //! Layer2 announcer: ARP/NDP packet build and classify (pure), election, AF_PACKET responder.
 
+pub mod election;
 pub mod packet;
