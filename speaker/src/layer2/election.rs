@@ -210,7 +210,7 @@ mod tests {
             }
         }
         // Exactly one node claims each address.
-        for (addr, _) in &winners {
+        for addr in winners.keys() {
             let claims = live
                 .iter()
                 .filter(|me| my_addresses(&world(me, &live, services.clone())).contains_key(addr))

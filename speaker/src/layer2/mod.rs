@@ -1,6 +1,12 @@
 //! Layer2 announcer: ARP/NDP packet build and classify (pure), election, AF_PACKET responder.
 
+pub mod announcer;
 pub mod election;
 pub mod interfaces;
 pub mod packet;
+pub mod responder;
 pub mod schedule;
+pub mod socket;
+pub mod stats;
+
+pub use announcer::Layer2Announcer;

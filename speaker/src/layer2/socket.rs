@@ -1,0 +1,185 @@
+//! The AF_PACKET socket layer2 listens on: created here so a kernel filter can be attached
+//! before pnet binds it (pnet opens promiscuous `ETH_P_ALL` sockets and has no filter API).
+//!
+//! The classic BPF program passes only received (not outgoing) ARP frames and ICMPv6 Neighbor
+//! Solicitations, so a flood of other traffic never reaches user space. Solicited-node multicast
+//! groups are joined per announced IPv6 address so NS frames arrive without promiscuous mode.
+//!
+//! Must not: parse frames or decide anything; it only wraps system calls.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+
+use super::packet::Mac;
+
+const SOL_PACKET: libc::c_int = 263;
+const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+const PACKET_DROP_MEMBERSHIP: libc::c_int = 2;
+const PACKET_MR_MULTICAST: libc::c_ushort = 0;
+const SO_ATTACH_FILTER: libc::c_int = 26;
+
+// Classic BPF opcodes (linux/filter.h).
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_LD_H_ABS: u16 = 0x28;
+const BPF_LD_B_ABS: u16 = 0x30;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_RET_K: u16 = 0x06;
+/// `SKF_AD_OFF + SKF_AD_PKTTYPE`: loads the packet type (`PACKET_OUTGOING` = 4).
+const AD_PKTTYPE: u32 = 0xffff_f000 + 4;
+const PACKET_OUTGOING: u32 = 4;
+
+/// One classic BPF instruction: (code, jump if true, jump if false, k).
+pub type Insn = (u16, u8, u8, u32);
+
+/// The filter: accept incoming ARP, and incoming IPv6 whose next header is ICMPv6 (58) with type
+/// 135 (Neighbor Solicitation); drop everything else, and everything this host sends.
+pub const FILTER: [Insn; 11] = [
+    (BPF_LD_W_ABS, 0, 0, AD_PKTTYPE),   // 0: A = pkttype
+    (BPF_JEQ_K, 8, 0, PACKET_OUTGOING), // 1: outgoing -> 10 drop
+    (BPF_LD_H_ABS, 0, 0, 12),           // 2: A = ethertype
+    (BPF_JEQ_K, 5, 0, 0x0806),          // 3: ARP -> 9 accept
+    (BPF_JEQ_K, 0, 5, 0x86dd),          // 4: not IPv6 -> 10 drop
+    (BPF_LD_B_ABS, 0, 0, 14 + 6),       // 5: A = IPv6 next header
+    (BPF_JEQ_K, 0, 3, 58),              // 6: not ICMPv6 -> 10 drop
+    (BPF_LD_B_ABS, 0, 0, 14 + 40),      // 7: A = ICMPv6 type
+    (BPF_JEQ_K, 0, 1, 135),             // 8: not NS -> 10 drop
+    (BPF_RET_K, 0, 0, 0x0004_0000),     // 9: accept (whole frame)
+    (BPF_RET_K, 0, 0, 0),               // 10: drop
+];
+
+/// Opens an AF_PACKET raw socket that receives nothing until bound (protocol 0) and attaches
+/// [`FILTER`]. The caller hands it to pnet, which binds it to one interface and owns it.
+pub fn open_filtered() -> io::Result<RawFd> {
+    // SAFETY: plain socket(2) call with constant arguments; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut insns: Vec<libc::sock_filter> = FILTER
+        .iter()
+        .map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: insns.len() as libc::c_ushort,
+        filter: insns.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `insns`, which outlives the call; the kernel copies the program.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            std::ptr::addr_of!(prog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        // SAFETY: `fd` was opened above and is not shared with anyone yet.
+        unsafe { libc::close(fd) };
+        return Err(err);
+    }
+    Ok(fd)
+}
+
+#[repr(C)]
+struct PacketMreq {
+    mr_ifindex: libc::c_int,
+    mr_type: libc::c_ushort,
+    mr_alen: libc::c_ushort,
+    mr_address: [libc::c_uchar; 8],
+}
+
+/// Joins (`join = true`) or leaves the link-layer multicast group `mac` on interface `ifindex`
+/// for socket `fd`. The kernel counts joins per socket, so each join needs one leave.
+pub fn multicast(fd: RawFd, ifindex: u32, mac: Mac, join: bool) -> io::Result<()> {
+    let mut addr = [0u8; 8];
+    addr[..6].copy_from_slice(&mac.0);
+    let mreq = PacketMreq {
+        mr_ifindex: ifindex as libc::c_int,
+        mr_type: PACKET_MR_MULTICAST,
+        mr_alen: 6,
+        mr_address: addr,
+    };
+    let op = if join {
+        PACKET_ADD_MEMBERSHIP
+    } else {
+        PACKET_DROP_MEMBERSHIP
+    };
+    // SAFETY: `mreq` is a valid `struct packet_mreq` living across the call; `fd` is a packet
+    // socket owned by the caller's channel (an invalid fd only yields EBADF).
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            SOL_PACKET,
+            op,
+            std::ptr::addr_of!(mreq).cast(),
+            std::mem::size_of::<PacketMreq>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A classic-BPF interpreter for the instructions [`FILTER`] uses.
+    fn run(frame: &[u8], pkttype: u32) -> u32 {
+        let mut a: u32 = 0;
+        let mut pc = 0;
+        loop {
+            let (code, jt, jf, k) = FILTER[pc];
+            let load = |n: usize| -> Option<u32> {
+                let at = k as usize;
+                let b = frame.get(at..at + n)?;
+                Some(b.iter().fold(0, |acc, x| (acc << 8) | u32::from(*x)))
+            };
+            match code {
+                BPF_LD_W_ABS if k == AD_PKTTYPE => a = pkttype,
+                BPF_LD_H_ABS => match load(2) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                BPF_LD_B_ABS => match load(1) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                BPF_JEQ_K => {
+                    pc += usize::from(if a == k { jt } else { jf });
+                }
+                BPF_RET_K => return k,
+                other => panic!("opcode {other:#x} not interpreted"),
+            }
+            pc += 1;
+        }
+    }
+
+    fn frame(ethertype: u16, next_header: u8, icmp_type: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 86];
+        f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        f[20] = next_header;
+        f[54] = icmp_type;
+        f
+    }
+
+    #[test]
+    fn filter_passes_only_incoming_arp_and_neighbor_solicitations() {
+        const HOST: u32 = 0;
+        const BROADCAST: u32 = 1;
+        const MULTICAST: u32 = 2;
+        assert_ne!(run(&frame(0x0806, 0, 0), BROADCAST), 0, "ARP request");
+        assert_ne!(run(&frame(0x86dd, 58, 135), MULTICAST), 0, "NS");
+        assert_ne!(run(&frame(0x86dd, 58, 135), HOST), 0, "unicast NS");
+        assert_eq!(run(&frame(0x0806, 0, 0), PACKET_OUTGOING), 0, "own ARP");
+        assert_eq!(run(&frame(0x86dd, 58, 136), MULTICAST), 0, "NA");
+        assert_eq!(run(&frame(0x86dd, 58, 128), HOST), 0, "echo request");
+        assert_eq!(run(&frame(0x86dd, 6, 135), HOST), 0, "TCP");
+        assert_eq!(run(&frame(0x0800, 58, 135), HOST), 0, "IPv4");
+        assert_eq!(run(&frame(0x86dd, 58, 135)[..40], HOST), 0, "truncated");
+    }
+}
