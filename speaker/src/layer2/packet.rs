@@ -735,4 +735,31 @@ mod tests {
             }
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn classify_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let all = owned(&["192.0.2.2", "2001:db8::2"]);
+            let _ = classify(&bytes, OWN, &all);
+        }
+
+        #[test]
+        fn classify_never_panics_on_mutated_fixtures(
+            which in 0usize..2,
+            at in 0usize..86,
+            value in proptest::prelude::any::<u8>(),
+            cut in 0usize..87,
+        ) {
+            let all = owned(&["192.0.2.2", "2001:db8::2"]);
+            let mut f = if which == 0 { ARP_REQ.to_vec() } else { NS.to_vec() };
+            if at < f.len() {
+                f[at] = value;
+            }
+            f.truncate(cut);
+            if let Ok(action) = classify(&f, OWN, &all) {
+                // Whatever is answered is about an owned address.
+                proptest::prop_assert!(all.contains(&action.target()));
+            }
+        }
+    }
 }
