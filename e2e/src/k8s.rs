@@ -1,0 +1,147 @@
+//! A real Kubernetes control plane (etcd + kube-apiserver v1.20.2) for integration tests.
+//!
+//! [`TestEnv::start`] runs `e2e/k8s/start-testenv.sh` (which builds or reuses the cached
+//! binaries), waits until the apiserver is ready and returns the kubeconfig path and a
+//! [`kube::Client`]. Dropping the `TestEnv` (also while a test panics) stops both processes and
+//! removes the state directory. Everything listens on 127.0.0.1 only.
+//!
+//! Must not: touch anything outside its own state directory, or leave processes behind.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+
+/// One running control plane, owned by the test (or test binary) that started it.
+pub struct TestEnv {
+    state: PathBuf,
+    kubeconfig: PathBuf,
+    client: Client,
+}
+
+impl std::fmt::Debug for TestEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestEnv")
+            .field("state", &self.state)
+            .field("kubeconfig", &self.kubeconfig)
+            .finish()
+    }
+}
+
+/// Stops the control plane when dropped, even if connecting to it failed.
+struct StateGuard(Option<PathBuf>);
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        if let Some(state) = self.0.take() {
+            stop(&state);
+        }
+    }
+}
+
+fn script(name: &str) -> PathBuf {
+    crate::workspace_root().join("e2e").join("k8s").join(name)
+}
+
+fn stop(state: &Path) {
+    let result = Command::new("bash")
+        .arg(script("stop-testenv.sh"))
+        .arg(state)
+        .status();
+    if let Err(e) = result {
+        eprintln!("stop-testenv.sh {}: {e}", state.display());
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl TestEnv {
+    /// Start a fresh etcd + kube-apiserver; ready when this returns.
+    pub async fn start() -> anyhow::Result<TestEnv> {
+        let state = PathBuf::from(format!(
+            "/dev/shm/ferrolb-k8s-{}-{}",
+            std::process::id(),
+            free_port()?
+        ));
+        let mut guard = StateGuard(Some(state.clone()));
+        let out = Command::new("bash")
+            .arg(script("start-testenv.sh"))
+            .arg(&state)
+            .env("ETCD_PORT", free_port()?.to_string())
+            .env("ETCD_PEER_PORT", free_port()?.to_string())
+            .env("APISERVER_PORT", free_port()?.to_string())
+            .output()
+            .context("run e2e/k8s/start-testenv.sh")?;
+        if !out.status.success() {
+            bail!(
+                "start-testenv.sh failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let kubeconfig = state.join("kubeconfig");
+        let client = client_for(&kubeconfig).await?;
+        guard.0 = None;
+        Ok(TestEnv {
+            state,
+            kubeconfig,
+            client,
+        })
+    }
+
+    /// The kubeconfig file (token auth, CA data inline) for kubectl and the binaries under test.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// An admin client.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The state directory (logs: `apiserver.log`, `etcd.log`).
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    /// Create a namespace and return its name.
+    pub async fn namespace(&self, name: &str) -> anyhow::Result<String> {
+        let api: Api<Namespace> = Api::all(self.client());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        api.create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("create namespace {name}"))?;
+        Ok(name.to_string())
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        stop(&self.state);
+    }
+}
+
+/// A client for a kubeconfig file.
+pub async fn client_for(kubeconfig: &Path) -> anyhow::Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("read kubeconfig {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .context("kubeconfig to client config")?;
+    Client::try_from(config).context("build kube client")
+}
