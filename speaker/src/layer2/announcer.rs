@@ -54,6 +54,7 @@ impl Layer2Announcer {
             wanted: BTreeMap::new(),
             announced: BTreeSet::new(),
             responders: BTreeMap::new(),
+            failed: BTreeSet::new(),
             plan: Plan::default(),
             last_scan: Instant::now(),
         };
@@ -113,6 +114,8 @@ struct Control {
     /// The addresses of `wanted` as of the last reconcile (to see what was won or lost).
     announced: BTreeSet<IpAddr>,
     responders: BTreeMap<String, Responder>,
+    /// Interfaces whose socket could not be opened (warned once, retried at every rescan).
+    failed: BTreeSet<String>,
     plan: Plan,
     last_scan: Instant,
 }
@@ -202,9 +205,13 @@ impl Control {
                 Ok(r) => {
                     info!(interface = %name, mac = %iface.mac, ndp = iface.ndp, "layer2 interface up");
                     self.responders.insert(name.clone(), r);
+                    self.failed.remove(name);
                     fresh.push(name.clone());
                 }
-                Err(e) => warn!(interface = %name, error = %e, "could not open packet socket"),
+                Err(e) if self.failed.insert(name.clone()) => {
+                    warn!(interface = %name, error = %e, "could not open packet socket (needs CAP_NET_RAW)")
+                }
+                Err(e) => debug!(interface = %name, error = %e, "could not open packet socket"),
             }
         }
 
