@@ -17,6 +17,8 @@ pub enum Command {
     /// Work with MetalLB-format configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the Kubernetes controller: give every LoadBalancer Service an address and keep it.
+    Controller(ControllerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,4 +45,34 @@ pub struct ConfigCheckArgs {
 pub enum OutputFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// kubeconfig file; without it the in-cluster configuration (or $KUBECONFIG,
+    /// ~/.kube/config) is used.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the config ConfigMap and the leader Lease.
+    #[arg(long, env = "METALLB_NAMESPACE", default_value = "metallb-system")]
+    pub namespace: String,
+    /// Name of the ConfigMap holding the MetalLB-format configuration (key `config`).
+    #[arg(long, default_value = "config")]
+    pub config_map: String,
+    /// Name of the coordination.k8s.io Lease used for leader election.
+    #[arg(long, default_value = "ferrolb-controller")]
+    pub lease_name: String,
+    /// Lease duration in seconds: a standby replica takes over at most this long after the
+    /// leader stops renewing.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub lease_duration: u64,
+    /// This replica's identity in the Lease (default: $POD_NAME, else hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// The spec.loadBalancerClass ferrolb serves, besides Services without a class.
+    #[arg(long, default_value = "ferrolb")]
+    pub load_balancer_class: String,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:7472")]
+    pub metrics_addr: std::net::SocketAddr,
 }

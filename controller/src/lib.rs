@@ -4,3 +4,7 @@
 //! watches Services and the config and writes status and Events.
 //!
 //! Must not: know about ARP or BGP.
+
+pub mod k8s;
+pub mod metrics;
+pub mod reconcile;

@@ -2,6 +2,8 @@
 //! output and an exit code.
 
 mod config_check;
+mod controller;
+mod http;
 
 use std::process::ExitCode;
 
@@ -10,5 +12,6 @@ use crate::cli::{Cli, Command, ConfigCommand};
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Config(ConfigCommand::Check(args)) => config_check::run(&args),
+        Command::Controller(args) => controller::run(&args),
     }
 }

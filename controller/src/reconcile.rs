@@ -1,0 +1,477 @@
+//! Pure reconcile decisions of the Kubernetes controller.
+//!
+//! Given what a Service looks like and what the allocator says about it, [`decide`] returns the
+//! status to write and the Event to emit. [`ConfigGate`] decides whether a new configuration is
+//! loaded or refused (breaking / unparsable) and what to report. [`is_ours`] filters Services by
+//! type and `spec.loadBalancerClass`.
+//!
+//! Must not: do I/O, know about kube-rs types, or read clocks. The Kubernetes shell in `k8s/`
+//! calls these functions and carries out their results.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ferrolb_config::{Config, ServiceKey, ServiceView};
+
+/// True when ferrolb serves this Service: `type: LoadBalancer` and either no
+/// `spec.loadBalancerClass` or exactly `our_class`.
+pub fn is_ours(view: &ServiceView, our_class: &str) -> bool {
+    view.is_load_balancer
+        && view
+            .load_balancer_class
+            .as_deref()
+            .is_none_or(|c| c == our_class)
+}
+
+/// What the allocator concluded for one Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allocation {
+    /// The Service holds these addresses (kept or newly assigned), from `pool`.
+    Assigned { ips: Vec<IpAddr>, pool: String },
+    /// No address could be given; `reason` names the cause (pool exhausted, bad request, ...).
+    Failed { reason: String },
+    /// Not a Service ferrolb serves (type, class); never allocated.
+    NotOurs,
+}
+
+/// What to do with `status.loadBalancer.ingress`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusChange {
+    Keep,
+    Set(Vec<IpAddr>),
+    Clear,
+}
+
+/// An Event about a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceEvent {
+    /// Normal `IPAllocated`.
+    IpAllocated { ips: Vec<IpAddr>, pool: String },
+    /// Warning `AllocationFailed`.
+    AllocationFailed { reason: String },
+}
+
+impl ServiceEvent {
+    /// The Event's `reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ServiceEvent::IpAllocated { .. } => "IPAllocated",
+            ServiceEvent::AllocationFailed { .. } => "AllocationFailed",
+        }
+    }
+
+    /// The Event's `note` (message).
+    pub fn note(&self) -> String {
+        match self {
+            ServiceEvent::IpAllocated { ips, pool } => {
+                format!("Assigned IP {} from pool {pool}", join_ips(ips))
+            }
+            ServiceEvent::AllocationFailed { reason } => {
+                format!("Failed to allocate IP: {reason}")
+            }
+        }
+    }
+
+    /// True for a Warning Event.
+    pub fn is_warning(&self) -> bool {
+        matches!(self, ServiceEvent::AllocationFailed { .. })
+    }
+}
+
+/// Addresses as `a, b` for messages.
+pub fn join_ips(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(|ip| ip.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The result of [`decide`] for one Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub status: StatusChange,
+    pub event: Option<ServiceEvent>,
+}
+
+/// Decide the status write and Event for one Service.
+///
+/// `owns_ip` says whether an address belongs to ferrolb (inside one of its pools): a Service that
+/// is not ours has its ingress cleared only when it holds such an address, so the status written
+/// by another load-balancer implementation is never touched. `last_failure` is the reason of the
+/// `AllocationFailed` Event already emitted for this Service, so a failure is reported once per
+/// distinct reason, not on every pass.
+pub fn decide(
+    view: &ServiceView,
+    allocation: &Allocation,
+    owns_ip: impl Fn(&IpAddr) -> bool,
+    last_failure: Option<&str>,
+) -> Decision {
+    match allocation {
+        Allocation::Assigned { ips, pool } => {
+            if *ips == view.ingress_ips {
+                Decision {
+                    status: StatusChange::Keep,
+                    event: None,
+                }
+            } else {
+                Decision {
+                    status: StatusChange::Set(ips.clone()),
+                    event: Some(ServiceEvent::IpAllocated {
+                        ips: ips.clone(),
+                        pool: pool.clone(),
+                    }),
+                }
+            }
+        }
+        Allocation::Failed { reason } => Decision {
+            status: if view.ingress_ips.is_empty() {
+                StatusChange::Keep
+            } else {
+                StatusChange::Clear
+            },
+            event: (last_failure != Some(reason.as_str())).then(|| {
+                ServiceEvent::AllocationFailed {
+                    reason: reason.clone(),
+                }
+            }),
+        },
+        Allocation::NotOurs => Decision {
+            status: if view.ingress_ips.iter().any(owns_ip) {
+                StatusChange::Clear
+            } else {
+                StatusChange::Keep
+            },
+            event: None,
+        },
+    }
+}
+
+/// A Service address that a candidate configuration would no longer allow.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Breakage {
+    pub service: ServiceKey,
+    pub ip: IpAddr,
+    /// Why, in words (from the compatibility check).
+    pub reason: String,
+}
+
+/// The addresses that `candidate` would no longer allow, among the Services ferrolb serves:
+/// an address that no pool of the candidate may hand out.
+pub fn breakages(candidate: &Config, our_class: &str, services: &[ServiceView]) -> Vec<Breakage> {
+    let mut out: Vec<Breakage> = services
+        .iter()
+        .filter(|v| is_ours(v, our_class))
+        .flat_map(|v| {
+            v.ingress_ips
+                .iter()
+                .filter(|ip| !candidate.pools.iter().any(|p| p.may_assign(ip)))
+                .map(|ip| Breakage {
+                    service: v.key.clone(),
+                    ip: *ip,
+                    reason: "outside every address pool of the new configuration".to_string(),
+                })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// What the controller must do about its configuration after [`ConfigGate::evaluate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigVerdict {
+    /// Nothing new to consider.
+    Unchanged,
+    /// The candidate is now in force.
+    Loaded,
+    /// The candidate would break these addresses; the old config stays. `first_report` is true
+    /// the first time this exact refusal is seen (log and Event only then).
+    RefusedBreaking {
+        breakages: Vec<Breakage>,
+        first_report: bool,
+    },
+    /// The candidate does not parse; the old config stays, no retry until the ConfigMap changes.
+    RefusedUnparsable { error: String, first_report: bool },
+}
+
+/// The configuration in force and the newest one seen in the ConfigMap.
+#[derive(Debug, Default)]
+pub struct ConfigGate {
+    active: Option<Config>,
+    candidate: Option<Result<Config, String>>,
+    last_refusal: Option<String>,
+}
+
+impl ConfigGate {
+    /// The configuration in force, if any was ever loaded.
+    pub fn active(&self) -> Option<&Config> {
+        self.active.as_ref()
+    }
+
+    /// True while the newest configuration is refused.
+    pub fn is_stale(&self) -> bool {
+        self.candidate.is_some()
+    }
+
+    /// The ConfigMap changed: `parsed` is its parsed `data.config` (or the parse error).
+    pub fn offer(&mut self, parsed: Result<Config, String>) {
+        if let (Ok(new), Some(active)) = (&parsed, &self.active) {
+            if new == active {
+                self.candidate = None;
+                self.last_refusal = None;
+                return;
+            }
+        }
+        self.candidate = Some(parsed);
+        self.last_refusal = None;
+    }
+
+    /// Try to load the candidate. `breakages` computes, for a candidate config, the addresses it
+    /// would break among the Services as they are now. With no config in force (a fresh start)
+    /// any parsable candidate loads: the controller then re-assigns the Services that no longer fit.
+    pub fn evaluate(&mut self, breakages: impl Fn(&Config) -> Vec<Breakage>) -> ConfigVerdict {
+        let Some(candidate) = self.candidate.take() else {
+            return ConfigVerdict::Unchanged;
+        };
+        match candidate {
+            Err(error) => {
+                let first_report = self.last_refusal.as_deref() != Some(error.as_str());
+                self.last_refusal = Some(error.clone());
+                self.candidate = Some(Err(error.clone()));
+                ConfigVerdict::RefusedUnparsable {
+                    error,
+                    first_report,
+                }
+            }
+            Ok(config) => {
+                let mut broken = if self.active.is_some() {
+                    breakages(&config)
+                } else {
+                    Vec::new()
+                };
+                if broken.is_empty() {
+                    self.active = Some(config);
+                    self.last_refusal = None;
+                    return ConfigVerdict::Loaded;
+                }
+                broken.sort();
+                let summary = format!("{broken:?}");
+                let first_report = self.last_refusal.as_deref() != Some(summary.as_str());
+                self.last_refusal = Some(summary);
+                self.candidate = Some(Ok(config));
+                ConfigVerdict::RefusedBreaking {
+                    breakages: broken,
+                    first_report,
+                }
+            }
+        }
+    }
+
+    /// True when evaluating again could change the verdict (a breaking candidate is retried when
+    /// Services change; an unparsable one only when the ConfigMap changes).
+    pub fn retry_on_service_change(&self) -> bool {
+        matches!(self.candidate, Some(Ok(_)))
+    }
+}
+
+/// The allocator's verdict for every Service, and pool usage for the metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub allocations: BTreeMap<ServiceKey, Allocation>,
+    /// pool name -> (addresses in use, usable addresses)
+    pub pools: BTreeMap<String, (u64, u128)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolb_config::ServiceKey;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn lb(name: &str) -> ServiceView {
+        ServiceView::new_load_balancer(ServiceKey::new("ns", name))
+    }
+
+    fn config(n: usize) -> Config {
+        let mut c = Config::default();
+        c.communities.insert(
+            format!("c{n}"),
+            ferrolb_config::Community(u32::try_from(n).unwrap()),
+        );
+        c
+    }
+
+    #[test]
+    fn class_filtering() {
+        let mut v = lb("a");
+        assert!(is_ours(&v, "ferrolb"));
+        v.load_balancer_class = Some("ferrolb".into());
+        assert!(is_ours(&v, "ferrolb"));
+        v.load_balancer_class = Some("other.example/lb".into());
+        assert!(!is_ours(&v, "ferrolb"));
+        v.load_balancer_class = None;
+        v.is_load_balancer = false;
+        assert!(!is_ours(&v, "ferrolb"));
+    }
+
+    #[test]
+    fn new_assignment_sets_status_and_emits_ip_allocated() {
+        let v = lb("a");
+        let a = Allocation::Assigned {
+            ips: vec![ip("192.0.2.1")],
+            pool: "p".into(),
+        };
+        let d = decide(&v, &a, |_| true, None);
+        assert_eq!(d.status, StatusChange::Set(vec![ip("192.0.2.1")]));
+        let ev = d.event.unwrap();
+        assert_eq!(ev.reason(), "IPAllocated");
+        assert_eq!(ev.note(), "Assigned IP 192.0.2.1 from pool p");
+        assert!(!ev.is_warning());
+    }
+
+    #[test]
+    fn kept_assignment_writes_nothing() {
+        let mut v = lb("a");
+        v.ingress_ips = vec![ip("192.0.2.1")];
+        let a = Allocation::Assigned {
+            ips: vec![ip("192.0.2.1")],
+            pool: "p".into(),
+        };
+        assert_eq!(
+            decide(&v, &a, |_| true, None),
+            Decision {
+                status: StatusChange::Keep,
+                event: None
+            }
+        );
+    }
+
+    #[test]
+    fn failure_is_reported_once_per_reason_and_clears_a_stale_ip() {
+        let mut v = lb("a");
+        let a = Allocation::Failed {
+            reason: "pool exhausted".into(),
+        };
+        let d = decide(&v, &a, |_| true, None);
+        assert_eq!(d.status, StatusChange::Keep);
+        assert_eq!(d.event.as_ref().unwrap().reason(), "AllocationFailed");
+        assert!(d.event.as_ref().unwrap().note().contains("pool exhausted"));
+        assert!(d.event.unwrap().is_warning());
+        assert_eq!(decide(&v, &a, |_| true, Some("pool exhausted")).event, None);
+        assert!(decide(&v, &a, |_| true, Some("other")).event.is_some());
+        v.ingress_ips = vec![ip("192.0.2.9")];
+        assert_eq!(
+            decide(&v, &a, |_| true, Some("pool exhausted")).status,
+            StatusChange::Clear
+        );
+    }
+
+    #[test]
+    fn not_ours_clears_only_our_addresses() {
+        let mut v = lb("a");
+        v.ingress_ips = vec![ip("192.0.2.1")];
+        let ours = |i: &IpAddr| *i == ip("192.0.2.1");
+        assert_eq!(
+            decide(&v, &Allocation::NotOurs, ours, None).status,
+            StatusChange::Clear
+        );
+        v.ingress_ips = vec![ip("203.0.113.1")];
+        assert_eq!(
+            decide(&v, &Allocation::NotOurs, ours, None).status,
+            StatusChange::Keep
+        );
+        v.ingress_ips.clear();
+        assert_eq!(
+            decide(&v, &Allocation::NotOurs, ours, None),
+            Decision {
+                status: StatusChange::Keep,
+                event: None
+            }
+        );
+    }
+
+    #[test]
+    fn first_config_loads_even_if_it_would_break() {
+        let mut g = ConfigGate::default();
+        assert_eq!(g.evaluate(|_| unreachable!()), ConfigVerdict::Unchanged);
+        g.offer(Ok(config(1)));
+        assert!(g.is_stale());
+        let verdict = g.evaluate(|_| {
+            vec![Breakage {
+                service: ServiceKey::new("ns", "a"),
+                ip: ip("192.0.2.1"),
+                reason: "x".into(),
+            }]
+        });
+        assert_eq!(verdict, ConfigVerdict::Loaded);
+        assert_eq!(g.active(), Some(&config(1)));
+        assert!(!g.is_stale());
+    }
+
+    #[test]
+    fn breaking_config_is_refused_reported_once_and_retried() {
+        let mut g = ConfigGate::default();
+        g.offer(Ok(config(1)));
+        assert_eq!(g.evaluate(|_| Vec::new()), ConfigVerdict::Loaded);
+        g.offer(Ok(config(2)));
+        let b = Breakage {
+            service: ServiceKey::new("ns", "a"),
+            ip: ip("192.0.2.1"),
+            reason: "outside every pool".into(),
+        };
+        let v1 = g.evaluate(|_| vec![b.clone()]);
+        assert_eq!(
+            v1,
+            ConfigVerdict::RefusedBreaking {
+                breakages: vec![b.clone()],
+                first_report: true
+            }
+        );
+        assert!(g.is_stale());
+        assert!(g.retry_on_service_change());
+        assert_eq!(g.active(), Some(&config(1)), "old config stays");
+        let v2 = g.evaluate(|_| vec![b.clone()]);
+        assert_eq!(
+            v2,
+            ConfigVerdict::RefusedBreaking {
+                breakages: vec![b],
+                first_report: false
+            }
+        );
+        // The offending Service was deleted.
+        assert_eq!(g.evaluate(|_| Vec::new()), ConfigVerdict::Loaded);
+        assert_eq!(g.active(), Some(&config(2)));
+        assert!(!g.is_stale());
+    }
+
+    #[test]
+    fn unparsable_config_is_refused_without_retry() {
+        let mut g = ConfigGate::default();
+        g.offer(Ok(config(1)));
+        g.evaluate(|_| Vec::new());
+        g.offer(Err("address-pools[0].addresses[0]: bad".into()));
+        let v = g.evaluate(|_| Vec::new());
+        assert!(matches!(
+            v,
+            ConfigVerdict::RefusedUnparsable {
+                first_report: true,
+                ..
+            }
+        ));
+        assert!(!g.retry_on_service_change());
+        assert!(g.is_stale());
+        assert!(matches!(
+            g.evaluate(|_| Vec::new()),
+            ConfigVerdict::RefusedUnparsable {
+                first_report: false,
+                ..
+            }
+        ));
+        assert_eq!(g.active(), Some(&config(1)));
+        // Re-offering the config in force clears the staleness.
+        g.offer(Ok(config(1)));
+        assert!(!g.is_stale());
+    }
+}

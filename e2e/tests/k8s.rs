@@ -1,0 +1,647 @@
+//! Integration tests of `ferrolb controller` against a real kube-apiserver v1.20.2 + etcd
+//! (e2e/k8s/, started per test by `TestEnv`). The real `ferrolb` binary runs with the test's
+//! kubeconfig; tests drive it by creating Services and ConfigMaps and read back Service status,
+//! Events, Leases and metrics.
+//!
+//! The 1.20 apiserver prunes `spec.loadBalancerClass`; class filtering is covered by the pure
+//! tests in controller/src/reconcile.rs.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use ferrolb_e2e::k8s::{free_port, TestEnv};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A running `ferrolb controller`; killed on drop. Its log is printed when a test fails.
+struct Controller {
+    child: Option<Child>,
+    metrics: SocketAddr,
+    log: PathBuf,
+}
+
+impl Controller {
+    fn start(env: &TestEnv, ns: &str, extra: &[&str]) -> anyhow::Result<Controller> {
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let log = env
+            .state_dir()
+            .join(format!("controller-{}.log", metrics.port()));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(ferrolb_e2e::ferrolb_bin()?)
+            .arg("controller")
+            .arg("--kubeconfig")
+            .arg(env.kubeconfig())
+            .args(["--namespace", ns, "--metrics-addr", &metrics.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "info,ferrolb_controller=debug")
+            .env_remove("POD_NAME")
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .context("spawn ferrolb controller")?;
+        Ok(Controller {
+            child: Some(child),
+            metrics,
+            log,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn terminate(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                anyhow::ensure!(status.success(), "controller exited with {status}");
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                child.kill()?;
+                bail!("controller did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: a crash, no lease release.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let mut s = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let code = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Ok((code, out))
+    }
+
+    /// The value of an unlabelled metric, once the endpoint answers.
+    fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    async fn wait_metric(&self, name: &str, value: f64) -> anyhow::Result<()> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if self.metric(name) == Some(value) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("{name} never became {value} (last {:?})", self.metric(name))
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if matches!(self.get("/readyz"), Ok((200, _))) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("controller never became ready")
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+        // Captured by the test harness: shown only when the test fails.
+        if let Ok(log) = std::fs::read_to_string(&self.log) {
+            eprintln!("---- {} ----\n{log}", self.log.display());
+        }
+    }
+}
+
+async fn apply_config(client: &Client, ns: &str, config: &str) -> anyhow::Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("config".into()),
+            namespace: Some(ns.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([("config".to_string(), config.to_string())])),
+        ..ConfigMap::default()
+    };
+    api.patch(
+        "config",
+        &PatchParams::apply("ferrolb-test").force(),
+        &Patch::Apply(&cm),
+    )
+    .await
+    .context("apply ConfigMap config")?;
+    Ok(())
+}
+
+fn pool_config(pools: &[(&str, &str)]) -> String {
+    let mut s = String::from("address-pools:\n");
+    for (name, range) in pools {
+        s.push_str(&format!(
+            "- name: {name}\n  protocol: layer2\n  addresses:\n  - {range}\n"
+        ));
+    }
+    s
+}
+
+#[derive(Default)]
+struct Svc<'a> {
+    ports: &'a [(i32, &'a str)],
+    annotations: &'a [(&'a str, &'a str)],
+    load_balancer_ip: Option<&'a str>,
+}
+
+async fn create_lb(client: &Client, ns: &str, name: &str, svc: Svc<'_>) -> anyhow::Result<()> {
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let ports = if svc.ports.is_empty() {
+        &[(80, "TCP")][..]
+    } else {
+        svc.ports
+    };
+    let obj = Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(
+                svc.annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            selector: Some(BTreeMap::from([("app".to_string(), name.to_string())])),
+            load_balancer_ip: svc.load_balancer_ip.map(String::from),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(port, proto)| ServicePort {
+                        name: Some(format!("p{port}")),
+                        port: *port,
+                        protocol: Some(proto.to_string()),
+                        ..ServicePort::default()
+                    })
+                    .collect(),
+            ),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    api.create(&PostParams::default(), &obj)
+        .await
+        .with_context(|| format!("create Service {ns}/{name}"))?;
+    Ok(())
+}
+
+async fn ingress(client: &Client, ns: &str, name: &str) -> anyhow::Result<Vec<String>> {
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let svc = api.get(name).await?;
+    Ok(svc
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|lb| lb.ingress)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| i.ip)
+        .collect())
+}
+
+async fn wait_ingress(client: &Client, ns: &str, name: &str) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        let ips = ingress(client, ns, name).await?;
+        if !ips.is_empty() {
+            return Ok(ips);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{ns}/{name} got no ingress IP within {WAIT:?}")
+}
+
+/// Wait until `status.loadBalancer.ingress` of `name` equals `want`.
+async fn wait_ingress_eq(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    want: &[&str],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        last = ingress(client, ns, name).await?;
+        if last == want {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{ns}/{name}: ingress {last:?}, want {want:?}")
+}
+
+/// Wait for an Event with `reason` about the object `regarding` in `ns`; returns its note.
+async fn wait_event(
+    client: &Client,
+    ns: &str,
+    regarding: &str,
+    reason: &str,
+) -> anyhow::Result<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        let events = api.list(&ListParams::default()).await?;
+        if let Some(ev) = events.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(regarding)
+        }) {
+            return Ok(ev);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("no {reason} Event about {ns}/{regarding} within {WAIT:?}")
+}
+
+async fn setup(ns: &str) -> anyhow::Result<(TestEnv, Client)> {
+    let env = TestEnv::start().await?;
+    let client = env.client();
+    env.namespace(ns).await?;
+    Ok((env, client))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_get_ips_sharing_and_requested_ip() -> anyhow::Result<()> {
+    let ns = "flb-basic";
+    let (env, client) = setup(ns).await?;
+    apply_config(
+        &client,
+        ns,
+        &pool_config(&[("default", "192.0.2.10-192.0.2.19")]),
+    )
+    .await?;
+    let ctl = Controller::start(&env, ns, &[])?;
+    ctl.wait_ready().await?;
+
+    create_lb(&client, ns, "web", Svc::default()).await?;
+    let web = wait_ingress(&client, ns, "web").await?;
+    assert_eq!(web, vec!["192.0.2.10"], "lowest free address of the pool");
+    let ev = wait_event(&client, ns, "web", "IPAllocated").await?;
+    assert_eq!(ev.type_.as_deref(), Some("Normal"));
+    assert!(
+        ev.note.as_deref().unwrap_or("").contains("192.0.2.10"),
+        "{:?}",
+        ev.note
+    );
+
+    // A requested address.
+    create_lb(
+        &client,
+        ns,
+        "fixed",
+        Svc {
+            load_balancer_ip: Some("192.0.2.15"),
+            ..Svc::default()
+        },
+    )
+    .await?;
+    assert_eq!(
+        wait_ingress(&client, ns, "fixed").await?,
+        vec!["192.0.2.15"]
+    );
+
+    // Two Services sharing one address (same key, different ports).
+    let share = [("metallb.universe.tf/allow-shared-ip", "k1")];
+    create_lb(
+        &client,
+        ns,
+        "dns-tcp",
+        Svc {
+            ports: &[(53, "TCP")],
+            annotations: &share,
+            ..Svc::default()
+        },
+    )
+    .await?;
+    let first = wait_ingress(&client, ns, "dns-tcp").await?;
+    create_lb(
+        &client,
+        ns,
+        "dns-udp",
+        Svc {
+            ports: &[(53, "UDP")],
+            annotations: &share,
+            ..Svc::default()
+        },
+    )
+    .await?;
+    let second = wait_ingress(&client, ns, "dns-udp").await?;
+    assert_eq!(
+        first, second,
+        "same sharing key and no port overlap: one address"
+    );
+    assert_ne!(first, web);
+    assert_ne!(first, vec!["192.0.2.15"]);
+
+    // An unannotated Service never shares.
+    create_lb(&client, ns, "other", Svc::default()).await?;
+    let other = wait_ingress(&client, ns, "other").await?;
+    for taken in [&web, &first, &vec!["192.0.2.15".to_string()]] {
+        assert_ne!(&other, taken);
+    }
+
+    let (_, metrics) = ctl.get("/metrics")?;
+    assert!(
+        metrics.contains("metallb_allocator_addresses_in_use_total{pool=\"default\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("metallb_allocator_addresses_total{pool=\"default\"} 10"),
+        "{metrics}"
+    );
+    assert_eq!(
+        ctl.metric("metallb_k8s_client_config_loaded_bool"),
+        Some(1.0)
+    );
+    assert_eq!(
+        ctl.metric("metallb_k8s_client_config_stale_bool"),
+        Some(0.0)
+    );
+    assert!(
+        ctl.metric("metallb_k8s_client_updates_total")
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    assert_eq!(ctl.get("/healthz")?.0, 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_pool_reports_allocation_failed() -> anyhow::Result<()> {
+    let ns = "flb-exhaust";
+    let (env, client) = setup(ns).await?;
+    apply_config(&client, ns, &pool_config(&[("tiny", "192.0.2.40/32")])).await?;
+    let ctl = Controller::start(&env, ns, &[])?;
+    ctl.wait_ready().await?;
+    create_lb(&client, ns, "first", Svc::default()).await?;
+    assert_eq!(
+        wait_ingress(&client, ns, "first").await?,
+        vec!["192.0.2.40"]
+    );
+    create_lb(&client, ns, "second", Svc::default()).await?;
+    let ev = wait_event(&client, ns, "second", "AllocationFailed").await?;
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    assert!(!ev.note.as_deref().unwrap_or("").is_empty());
+    assert!(ingress(&client, ns, "second").await?.is_empty());
+    // Freeing the address lets the waiting Service have it.
+    Api::<Service>::namespaced(client.clone(), ns)
+        .delete("first", &DeleteParams::default())
+        .await?;
+    wait_ingress_eq(&client, ns, "second", &["192.0.2.40"]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaking_config_is_refused_until_the_offending_service_goes() -> anyhow::Result<()> {
+    let ns = "flb-breaking";
+    let (env, client) = setup(ns).await?;
+    apply_config(
+        &client,
+        ns,
+        &pool_config(&[("old", "192.0.2.50-192.0.2.51")]),
+    )
+    .await?;
+    let ctl = Controller::start(&env, ns, &[])?;
+    ctl.wait_ready().await?;
+    create_lb(&client, ns, "keeper", Svc::default()).await?;
+    assert_eq!(
+        wait_ingress(&client, ns, "keeper").await?,
+        vec!["192.0.2.50"]
+    );
+
+    // The new config drops the address keeper holds: refused.
+    apply_config(
+        &client,
+        ns,
+        &pool_config(&[("new", "203.0.113.50-203.0.113.51")]),
+    )
+    .await?;
+    let ev = wait_event(&client, ns, "config", "ConfigStale").await?;
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    let note = ev.note.unwrap_or_default();
+    assert!(note.contains(&format!("{ns}/keeper")), "{note}");
+    assert!(note.contains("192.0.2.50"), "{note}");
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool", 1.0)
+        .await?;
+    assert_eq!(ingress(&client, ns, "keeper").await?, vec!["192.0.2.50"]);
+    // The old config stays in force for new Services too.
+    create_lb(&client, ns, "newcomer", Svc::default()).await?;
+    assert_eq!(
+        wait_ingress(&client, ns, "newcomer").await?,
+        vec!["192.0.2.51"]
+    );
+    let log = std::fs::read_to_string(&ctl.log)?;
+    assert!(
+        log.contains("keeper") && log.contains("192.0.2.50") && log.contains("refused"),
+        "the refusal is logged with the Service and IP"
+    );
+
+    // Deleting the offending Services lets the new config load.
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    api.delete("keeper", &DeleteParams::default()).await?;
+    api.delete("newcomer", &DeleteParams::default()).await?;
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool", 0.0)
+        .await?;
+    create_lb(&client, ns, "after", Svc::default()).await?;
+    assert_eq!(
+        wait_ingress(&client, ns, "after").await?,
+        vec!["203.0.113.50"]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_config_is_refused_and_old_one_kept() -> anyhow::Result<()> {
+    let ns = "flb-unparsable";
+    let (env, client) = setup(ns).await?;
+    apply_config(&client, ns, &pool_config(&[("p", "192.0.2.60-192.0.2.61")])).await?;
+    let ctl = Controller::start(&env, ns, &[])?;
+    ctl.wait_ready().await?;
+    create_lb(&client, ns, "a", Svc::default()).await?;
+    assert_eq!(wait_ingress(&client, ns, "a").await?, vec!["192.0.2.60"]);
+    apply_config(
+        &client,
+        ns,
+        "address-pools: [ {name: p, addresses: [not-an-ip]} ]\n",
+    )
+    .await?;
+    let ev = wait_event(&client, ns, "config", "ConfigStale").await?;
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool", 1.0)
+        .await?;
+    create_lb(&client, ns, "b", Svc::default()).await?;
+    assert_eq!(wait_ingress(&client, ns, "b").await?, vec!["192.0.2.61"]);
+    assert_eq!(ingress(&client, ns, "a").await?, vec!["192.0.2.60"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_restart_changes_no_ip() -> anyhow::Result<()> {
+    let ns = "flb-restart";
+    let (env, client) = setup(ns).await?;
+    apply_config(&client, ns, &pool_config(&[("p", "192.0.2.70-192.0.2.79")])).await?;
+    let mut ctl = Controller::start(&env, ns, &[])?;
+    ctl.wait_ready().await?;
+    let names = ["s0", "s1", "s2", "s3", "s4"];
+    let mut before = BTreeMap::new();
+    for n in names {
+        create_lb(&client, ns, n, Svc::default()).await?;
+        before.insert(n, wait_ingress(&client, ns, n).await?);
+    }
+    ctl.terminate()?;
+    // While it is down: the lowest address is freed and a new Service appears. A controller
+    // that assigned before restoring would hand s1 the freed address.
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    api.delete("s0", &DeleteParams::default()).await?;
+    before.remove("s0");
+    create_lb(&client, ns, "late", Svc::default()).await?;
+
+    let ctl = Controller::start(&env, ns, &[])?;
+    ctl.wait_ready().await?;
+    let late = wait_ingress(&client, ns, "late").await?;
+    for (n, ips) in &before {
+        assert_eq!(&ingress(&client, ns, n).await?, ips, "{n} kept its address");
+        assert_ne!(&late, ips, "late got a free address");
+    }
+    assert_eq!(late, vec!["192.0.2.70"], "the freed address");
+    drop(ctl);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_new_config_reassigns_misfits() -> anyhow::Result<()> {
+    let ns = "flb-reassign";
+    let (env, client) = setup(ns).await?;
+    apply_config(
+        &client,
+        ns,
+        &pool_config(&[
+            ("a", "192.0.2.80-192.0.2.81"),
+            ("b", "192.0.2.90-192.0.2.91"),
+        ]),
+    )
+    .await?;
+    let mut ctl = Controller::start(&env, ns, &[])?;
+    ctl.wait_ready().await?;
+    create_lb(
+        &client,
+        ns,
+        "fits",
+        Svc {
+            load_balancer_ip: Some("192.0.2.90"),
+            ..Svc::default()
+        },
+    )
+    .await?;
+    create_lb(&client, ns, "misfit", Svc::default()).await?;
+    assert_eq!(wait_ingress(&client, ns, "fits").await?, vec!["192.0.2.90"]);
+    assert_eq!(
+        wait_ingress(&client, ns, "misfit").await?,
+        vec!["192.0.2.80"]
+    );
+    // Pool a goes away: refused while running.
+    apply_config(&client, ns, &pool_config(&[("b", "192.0.2.90-192.0.2.91")])).await?;
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool", 1.0)
+        .await?;
+    ctl.terminate()?;
+    // `kubectl delete pod`: the new controller loads the new config and re-assigns the misfit.
+    let ctl = Controller::start(&env, ns, &[])?;
+    ctl.wait_ready().await?;
+    wait_ingress_eq(&client, ns, "misfit", &["192.0.2.91"]).await?;
+    assert_eq!(ingress(&client, ns, "fits").await?, vec!["192.0.2.90"]);
+    ctl.wait_metric("metallb_k8s_client_config_stale_bool", 0.0)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_one_leader_and_takeover() -> anyhow::Result<()> {
+    let ns = "flb-leader";
+    let (env, client) = setup(ns).await?;
+    apply_config(
+        &client,
+        ns,
+        &pool_config(&[("p", "192.0.2.100-192.0.2.109")]),
+    )
+    .await?;
+    let args = ["--lease-duration", "4"];
+    let mut first = Controller::start(&env, ns, &args)?;
+    first
+        .wait_metric("ferrolb_controller_leader_bool", 1.0)
+        .await?;
+    let second = Controller::start(&env, ns, &args)?;
+    second.wait_ready().await?;
+    // The standby stays a standby while the leader renews.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(second.metric("ferrolb_controller_leader_bool"), Some(0.0));
+    assert_eq!(first.metric("ferrolb_controller_leader_bool"), Some(1.0));
+    create_lb(&client, ns, "one", Svc::default()).await?;
+    assert_eq!(wait_ingress(&client, ns, "one").await?, vec!["192.0.2.100"]);
+    let first_pid = first.pid();
+
+    // Crash the leader (no lease release): the standby takes over after the lease expires.
+    first.kill();
+    let killed = Instant::now();
+    second
+        .wait_metric("ferrolb_controller_leader_bool", 1.0)
+        .await?;
+    let takeover = killed.elapsed();
+    assert!(
+        takeover < Duration::from_secs(15),
+        "takeover took {takeover:?}"
+    );
+    create_lb(&client, ns, "two", Svc::default()).await?;
+    assert_eq!(wait_ingress(&client, ns, "two").await?, vec!["192.0.2.101"]);
+    assert_eq!(ingress(&client, ns, "one").await?, vec!["192.0.2.100"]);
+    let lease: k8s_openapi::api::coordination::v1::Lease = Api::namespaced(client.clone(), ns)
+        .get("ferrolb-controller")
+        .await?;
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(
+        holder.ends_with(&format!("-{}", second.pid())),
+        "holder {holder}, first pid {first_pid}, second pid {}",
+        second.pid()
+    );
+    Ok(())
+}
