@@ -7,6 +7,7 @@
 # Ports: $ETCD_PORT, $ETCD_PEER_PORT, $APISERVER_PORT if set, else free ports picked here.
 # Binaries: $FERROLB_K8S_BIN if set, else e2e/k8s/build-kube-apiserver.sh (cached; builds once).
 # Prints the state directory on the last line of stdout. Stop with stop-testenv.sh STATE_DIR.
+# With $OWNER_PID set, a watchdog stops the control plane when that process is gone.
 #
 # The apiserver has token auth (one static token in system:masters), RBAC, a service CIDR and a
 # NodePort range (so clusterIP/nodePort allocation really happens), no endpoint reconciler, and the
@@ -114,5 +115,11 @@ contexts:
 current-context: ferrolb-test
 KC
 echo "${URL}" >"${STATE}/url"
+
+# With $OWNER_PID set (the test process), stop everything if the owner dies without cleaning up.
+if [[ -n "${OWNER_PID:-}" ]]; then
+  nohup bash -c 'while kill -0 "$1" 2>/dev/null && [[ -d "$2" ]]; do sleep 1; done; [[ -d "$2" ]] && bash "$3" "$2"' \
+    watchdog "${OWNER_PID}" "${STATE}" "${HERE}/stop-testenv.sh" >/dev/null 2>&1 &
+fi
 log "ready at ${URL} (state ${STATE})"
 echo "${STATE}"

@@ -79,6 +79,7 @@ impl TestEnv {
             .env("ETCD_PORT", free_port()?.to_string())
             .env("ETCD_PEER_PORT", free_port()?.to_string())
             .env("APISERVER_PORT", free_port()?.to_string())
+            .env("OWNER_PID", std::process::id().to_string())
             .output()
             .context("run e2e/k8s/start-testenv.sh")?;
         if !out.status.success() {
