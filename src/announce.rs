@@ -3,11 +3,15 @@
 //!
 //! Must not: decide anything; each announcer derives its work from the world it is given.
 
+use ferrolb_speaker::layer2::{Layer2Announcer, Layer2Metrics};
 use ferrolb_speaker::world::Announcer;
+use prometheus_client::registry::Registry;
 
-/// Starts every announcer of this process (each owns its threads or tasks until `shutdown`).
-pub fn announcers() -> anyhow::Result<Vec<Box<dyn Announcer>>> {
-    let all: Vec<Box<dyn Announcer>> =
-        vec![Box::new(ferrolb_speaker::layer2::Layer2Announcer::start()?)];
+/// Starts every announcer of this process (each owns its threads or tasks until `shutdown`),
+/// registering their metrics into `registry`.
+pub fn announcers(registry: &mut Registry) -> anyhow::Result<Vec<Box<dyn Announcer>>> {
+    let all: Vec<Box<dyn Announcer>> = vec![Box::new(Layer2Announcer::start_with_metrics(
+        Layer2Metrics::register(registry),
+    )?)];
     Ok(all)
 }

@@ -25,7 +25,7 @@ use super::interfaces::{self, allowed_on, Usable};
 use super::packet::{gratuitous_arp, unsolicited_na};
 use super::responder::Responder;
 use super::schedule::Plan;
-use super::stats::{Counters, Stats};
+use super::stats::{Counters, Layer2Metrics, Stats};
 use crate::world::{Announcer, World};
 
 /// How often interfaces are rescanned when nothing else happens (MetalLB: 10 s).
@@ -47,10 +47,20 @@ pub struct Layer2Announcer {
 impl Layer2Announcer {
     /// Starts the control thread; nothing is answered until the first `apply`.
     pub fn start() -> std::io::Result<Layer2Announcer> {
+        Self::start_with(Stats::default())
+    }
+
+    /// Like [`Self::start`], also counting into `metrics` (see [`Layer2Metrics::register`]).
+    pub fn start_with_metrics(metrics: Layer2Metrics) -> std::io::Result<Layer2Announcer> {
+        Self::start_with(Stats::with_metrics(metrics))
+    }
+
+    fn start_with(stats: Stats) -> std::io::Result<Layer2Announcer> {
         let (commands, rx) = mpsc::channel();
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(stats);
         let control = Control {
             stats: stats.clone(),
+            node: String::new(),
             wanted: BTreeMap::new(),
             announced: BTreeSet::new(),
             responders: BTreeMap::new(),
@@ -109,6 +119,8 @@ impl Drop for Layer2Announcer {
 
 struct Control {
     stats: Arc<Stats>,
+    /// This node's name (from the latest world).
+    node: String,
     /// Addresses this node wins, with their pool's interface restriction.
     wanted: BTreeMap<IpAddr, Vec<String>>,
     /// The addresses of `wanted` as of the last reconcile (to see what was won or lost).
@@ -138,6 +150,7 @@ impl Control {
                         }
                     }
                     self.wanted = my_addresses(&world);
+                    self.node.clone_from(&world.node.name);
                     self.reconcile(Instant::now());
                 }
                 Ok(Command::Shutdown(done)) => return self.stop(Some(done)),
@@ -160,7 +173,7 @@ impl Control {
         }
         let count = self.responders.len();
         self.responders.clear();
-        self.stats.set_announced(BTreeSet::new());
+        self.stats.set_announced(&self.node, BTreeSet::new());
         info!(interfaces = count, "layer2 stopped");
         if let Some(done) = done {
             let _ = done.send(());
@@ -235,7 +248,7 @@ impl Control {
                 self.plan.start(*ip, now);
             }
         }
-        self.stats.set_announced(current.clone());
+        self.stats.set_announced(&self.node, current.clone());
         self.announced = current;
     }
 

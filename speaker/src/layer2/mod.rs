@@ -10,3 +10,4 @@ pub mod socket;
 pub mod stats;
 
 pub use announcer::Layer2Announcer;
+pub use stats::{Counters, Layer2Metrics};
