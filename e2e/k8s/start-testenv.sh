@@ -3,7 +3,9 @@
 #
 # Usage: start-testenv.sh [STATE_DIR]
 #   STATE_DIR (created; default a fresh directory under /dev/shm) receives etcd's data, the
-#   certificates, the static token, the logs, the PIDs and `kubeconfig`.
+#   certificates, the static token, the logs, the PIDs and `kubeconfig` (admin), plus
+#   `kubeconfig-controller` / `kubeconfig-speaker` that authenticate as the ServiceAccounts
+#   metallb-system/controller and metallb-system/speaker (bind them with manifests/rbac.yaml).
 # Ports: $ETCD_PORT, $ETCD_PEER_PORT, $APISERVER_PORT if set, else free ports picked here.
 # Binaries: $FERROLB_K8S_BIN if set, else e2e/k8s/build-kube-apiserver.sh (cached; builds once).
 # Prints the state directory on the last line of stdout. Stop with stop-testenv.sh STATE_DIR.
@@ -49,6 +51,13 @@ openssl rsa -in "${PKI}/sa.key" -pubout -out "${PKI}/sa.pub" 2>/dev/null
 TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 echo "${TOKEN},ferrolb-test-admin,ferrolb-test-admin,system:masters" >"${PKI}/tokens.csv"
 echo "${TOKEN}" >"${STATE}/token"
+# Tokens that authenticate as the ServiceAccounts of manifests/rbac.yaml, so tests can run the
+# binaries with exactly the permissions a cluster would give them (kubeconfig-<name>).
+for sa in controller speaker; do
+  t="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+  echo "${t},system:serviceaccount:metallb-system:${sa},sa-${sa},\"system:serviceaccounts,system:serviceaccounts:metallb-system\"" >>"${PKI}/tokens.csv"
+  echo "${t}" >"${STATE}/token-${sa}"
+done
 
 # --- etcd ---
 "${BIN}/etcd" --name default --data-dir "${STATE}/etcd" \
@@ -94,7 +103,8 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 
-cat >"${STATE}/kubeconfig" <<KC
+write_kubeconfig() { # FILE USER TOKEN
+  cat >"$1" <<KC
 apiVersion: v1
 kind: Config
 clusters:
@@ -103,17 +113,22 @@ clusters:
     server: ${URL}
     certificate-authority-data: $(base64 -w0 "${PKI}/ca.crt")
 users:
-- name: ferrolb-test-admin
+- name: $2
   user:
-    token: ${TOKEN}
+    token: $3
 contexts:
 - name: ferrolb-test
   context:
     cluster: ferrolb-test
-    user: ferrolb-test-admin
+    user: $2
     namespace: default
 current-context: ferrolb-test
 KC
+}
+write_kubeconfig "${STATE}/kubeconfig" ferrolb-test-admin "${TOKEN}"
+for sa in controller speaker; do
+  write_kubeconfig "${STATE}/kubeconfig-${sa}" "${sa}" "$(cat "${STATE}/token-${sa}")"
+done
 echo "${URL}" >"${STATE}/url"
 
 # With $OWNER_PID set (the test process), stop everything if the owner dies without cleaning up.

@@ -13,9 +13,12 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{
+    ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
+use serde::Deserialize;
 
 /// One running control plane, owned by the test (or test binary) that started it.
 pub struct TestEnv {
@@ -134,6 +137,62 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         stop(&self.state);
+    }
+}
+
+impl TestEnv {
+    /// A kubeconfig that authenticates as the ServiceAccount `metallb-system/<name>`
+    /// (`controller` or `speaker`), with no permissions until `manifests/rbac.yaml` is applied.
+    pub fn service_account_kubeconfig(&self, name: &str) -> PathBuf {
+        self.state.join(format!("kubeconfig-{name}"))
+    }
+
+    /// Server-side apply every document of a multi-document YAML manifest (kinds: Namespace,
+    /// ServiceAccount, ConfigMap, ClusterRole, ClusterRoleBinding, Role, RoleBinding).
+    pub async fn apply_manifest(&self, path: &Path) -> anyhow::Result<usize> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let mut n = 0;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(doc)
+                .with_context(|| format!("{}: YAML", path.display()))?;
+            if value.is_null() {
+                continue;
+            }
+            let obj: DynamicObject = serde_yaml::from_value(value)
+                .with_context(|| format!("{}: not an object", path.display()))?;
+            let types = obj
+                .types
+                .clone()
+                .with_context(|| format!("{}: document without kind", path.display()))?;
+            let gvk = GroupVersionKind::try_from(&types)?;
+            let (plural, namespaced) = match gvk.kind.as_str() {
+                "Namespace" => ("namespaces", false),
+                "ServiceAccount" => ("serviceaccounts", true),
+                "ConfigMap" => ("configmaps", true),
+                "ClusterRole" => ("clusterroles", false),
+                "ClusterRoleBinding" => ("clusterrolebindings", false),
+                "Role" => ("roles", true),
+                "RoleBinding" => ("rolebindings", true),
+                other => bail!("{}: kind {other} not supported here", path.display()),
+            };
+            let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+            let api: Api<DynamicObject> = match (namespaced, obj.metadata.namespace.as_deref()) {
+                (true, Some(ns)) => Api::namespaced_with(self.client(), ns, &ar),
+                (true, None) => Api::namespaced_with(self.client(), "default", &ar),
+                (false, _) => Api::all_with(self.client(), &ar),
+            };
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            api.patch(
+                &name,
+                &PatchParams::apply("ferrolb-e2e").force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .with_context(|| format!("apply {} {name}", gvk.kind))?;
+            n += 1;
+        }
+        Ok(n)
     }
 }
 

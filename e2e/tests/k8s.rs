@@ -31,6 +31,15 @@ struct Controller {
 
 impl Controller {
     fn start(env: &TestEnv, ns: &str, extra: &[&str]) -> anyhow::Result<Controller> {
+        Controller::start_as(env, env.kubeconfig(), ns, extra)
+    }
+
+    fn start_as(
+        env: &TestEnv,
+        kubeconfig: &std::path::Path,
+        ns: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Controller> {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let log = env
             .state_dir()
@@ -39,7 +48,7 @@ impl Controller {
         let child = Command::new(ferrolb_e2e::ferrolb_bin()?)
             .arg("controller")
             .arg("--kubeconfig")
-            .arg(env.kubeconfig())
+            .arg(kubeconfig)
             .args(["--namespace", ns, "--metrics-addr", &metrics.to_string()])
             .args(extra)
             .env("RUST_LOG", "info,ferrolb_controller=debug")
@@ -642,6 +651,44 @@ async fn two_controllers_one_leader_and_takeover() -> anyhow::Result<()> {
         holder.ends_with(&format!("-{}", second.pid())),
         "holder {holder}, first pid {first_pid}, second pid {}",
         second.pid()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_rbac_from_the_manifests_is_enough() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let client = env.client();
+    let manifests = ferrolb_e2e::workspace_root().join("manifests");
+    env.apply_manifest(&manifests.join("namespace.yaml"))
+        .await?;
+    env.apply_manifest(&manifests.join("rbac.yaml")).await?;
+    let ns = "metallb-system";
+    apply_config(
+        &client,
+        ns,
+        &pool_config(&[("p", "192.0.2.120-192.0.2.121")]),
+    )
+    .await?;
+    env.namespace("apps").await?;
+    let ctl = Controller::start_as(&env, &env.service_account_kubeconfig("controller"), ns, &[])?;
+    ctl.wait_ready().await?;
+    ctl.wait_metric("ferrolb_controller_leader_bool", 1.0)
+        .await?;
+    create_lb(&client, "apps", "web", Svc::default()).await?;
+    assert_eq!(
+        wait_ingress(&client, "apps", "web").await?,
+        vec!["192.0.2.120"]
+    );
+    wait_event(&client, "apps", "web", "IPAllocated").await?;
+    let lease: k8s_openapi::api::coordination::v1::Lease = Api::namespaced(client.clone(), ns)
+        .get("ferrolb-controller")
+        .await?;
+    assert!(lease.spec.and_then(|s| s.holder_identity).is_some());
+    let log = std::fs::read_to_string(&ctl.log)?;
+    assert!(
+        !log.contains("forbidden"),
+        "no request was forbidden:\n{log}"
     );
     Ok(())
 }
