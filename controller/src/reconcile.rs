@@ -392,6 +392,44 @@ mod tests {
         );
     }
 
+    fn pool_config(first: &str, last: &str) -> Config {
+        let mut c = Config::default();
+        c.pools.push(ferrolb_config::Pool {
+            name: "p".into(),
+            protocol: ferrolb_config::Protocol::Layer2,
+            ranges: vec![ferrolb_config::IpRange::new(ip(first), ip(last)).unwrap()],
+            avoid_buggy_ips: true,
+            auto_assign: true,
+            bgp_advertisements: Vec::new(),
+            interfaces: Vec::new(),
+        });
+        c
+    }
+
+    #[test]
+    fn breakages_name_our_services_whose_address_leaves_every_pool() {
+        let mut inside = lb("inside");
+        inside.ingress_ips = vec![ip("192.0.2.5")];
+        let mut outside = lb("outside");
+        outside.ingress_ips = vec![ip("192.0.2.5"), ip("198.51.100.7")];
+        let mut buggy = lb("buggy");
+        buggy.ingress_ips = vec![ip("192.0.2.0")];
+        let mut foreign = lb("foreign");
+        foreign.load_balancer_class = Some("other".into());
+        foreign.ingress_ips = vec![ip("203.0.113.1")];
+        let views = [inside, outside, buggy, foreign];
+        let b = breakages(&pool_config("192.0.2.0", "192.0.2.255"), "ferrolb", &views);
+        let got: Vec<(String, IpAddr)> = b.iter().map(|b| (b.service.name.clone(), b.ip)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("buggy".to_string(), ip("192.0.2.0")),
+                ("outside".to_string(), ip("198.51.100.7")),
+            ],
+            "avoid-buggy-ips excludes .0; other classes are not ours"
+        );
+    }
+
     #[test]
     fn first_config_loads_even_if_it_would_break() {
         let mut g = ConfigGate::default();
