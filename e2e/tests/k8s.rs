@@ -692,3 +692,30 @@ async fn least_privilege_rbac_from_the_manifests_is_enough() -> anyhow::Result<(
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_that_stops_being_a_load_balancer_is_cleared_and_its_ip_reused(
+) -> anyhow::Result<()> {
+    let ns = "flb-type-change";
+    let (env, client) = setup(ns).await?;
+    apply_config(&client, ns, &pool_config(&[("p", "192.0.2.130/32")])).await?;
+    let ctl = Controller::start(&env, ns, &[])?;
+    ctl.wait_ready().await?;
+    create_lb(&client, ns, "was-lb", Svc::default()).await?;
+    assert_eq!(
+        wait_ingress(&client, ns, "was-lb").await?,
+        vec!["192.0.2.130"]
+    );
+    create_lb(&client, ns, "waiting", Svc::default()).await?;
+    wait_event(&client, ns, "waiting", "AllocationFailed").await?;
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    api.patch(
+        "was-lb",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"type": "ClusterIP"}})),
+    )
+    .await?;
+    wait_ingress_eq(&client, ns, "was-lb", &[]).await?;
+    wait_ingress_eq(&client, ns, "waiting", &["192.0.2.130"]).await?;
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! `ferrolb controller`: process wiring for the Kubernetes controller (client, metrics/health
 //! HTTP, signals). The work happens in `ferrolb_controller::k8s::run`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -42,7 +43,11 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Another subcommand path may have set a subscriber already; keep the first one.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn client(args: &ControllerArgs) -> anyhow::Result<kube::Client> {

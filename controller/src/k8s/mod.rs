@@ -340,16 +340,23 @@ impl State {
         let plan = interim::plan(&config, &self.opts.load_balancer_class, &views);
         self.metrics.set_pools(&plan.pools);
         let owns = |ip: &IpAddr| config.pool_containing(ip).is_some();
-        for view in &views {
-            let Some(allocation) = plan.allocations.get(&view.key) else {
-                continue;
-            };
-            let decision = reconcile::decide(
-                view,
-                allocation,
-                owns,
-                self.last_failure.get(&view.key).map(String::as_str),
-            );
+        let mut decisions: Vec<_> = views
+            .iter()
+            .filter_map(|view| {
+                let allocation = plan.allocations.get(&view.key)?;
+                let decision = reconcile::decide(
+                    view,
+                    allocation,
+                    owns,
+                    self.last_failure.get(&view.key).map(String::as_str),
+                );
+                Some((view, allocation, decision))
+            })
+            .collect();
+        // Clear released addresses before handing them to another Service, so no address is
+        // ever in two Services' status at once (the sort is stable: key order otherwise).
+        decisions.sort_by_key(|(_, _, d)| d.status != StatusChange::Clear);
+        for (view, allocation, decision) in decisions {
             let Some(svc) = self.services.get(&view.key).cloned() else {
                 continue;
             };
@@ -366,7 +373,7 @@ impl State {
                     }
                 }
             }
-            match &allocation {
+            match allocation {
                 reconcile::Allocation::Failed { reason } => {
                     self.last_failure.insert(view.key.clone(), reason.clone());
                 }
