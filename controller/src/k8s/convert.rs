@@ -92,11 +92,11 @@ pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use k8s_openapi::api::core::v1::{
         LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus,
     };
     use kube::api::ObjectMeta;
+    use std::collections::BTreeMap;
 
     fn svc() -> Service {
         Service {
