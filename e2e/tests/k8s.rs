@@ -633,6 +633,7 @@ async fn two_controllers_one_leader_and_takeover() -> anyhow::Result<()> {
         .wait_metric("ferrolb_controller_leader_bool", 1.0)
         .await?;
     let takeover = killed.elapsed();
+    eprintln!("takeover after SIGKILL of the leader: {takeover:?} (lease 4 s)");
     assert!(
         takeover < Duration::from_secs(15),
         "takeover took {takeover:?}"
