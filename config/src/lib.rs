@@ -8,12 +8,28 @@
 //! Must not: depend on tokio, kube or sockets. Everything here is pure and synchronous.
 
 pub mod addr;
+mod cidr;
+pub mod compat;
+mod duration;
+pub mod errors;
+pub mod forms;
+mod labels;
+pub mod manifests;
 pub mod model;
+mod parse;
+mod peers;
+mod pools;
 pub mod service;
+mod validate;
+mod yamlx;
 
 pub use addr::{IpFamily, IpRange};
+pub use compat::{breaking, Breakage};
+pub use errors::{ConfigError, ConfigErrors};
+pub use forms::InputForm;
 pub use model::{
     BfdProfile, BgpAdvertisement, Community, Config, MatchExpression, NodeSelector, Peer, Pool,
     Protocol, SelectorOperator,
 };
+pub use parse::{parse, parse_with_form};
 pub use service::{IpFamilyPolicy, ServiceKey, ServicePort, ServiceView, TrafficPolicy};

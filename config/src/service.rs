@@ -13,6 +13,9 @@ use serde::Serialize;
 
 use crate::addr::IpFamily;
 
+/// Reads Service manifests (`kubectl get svc -A -o yaml`); see [`crate::manifests`].
+pub use crate::manifests::parse_services;
+
 /// `namespace/name` of a Service; ordered for stable output.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ServiceKey {
