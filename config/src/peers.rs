@@ -81,7 +81,8 @@ pub fn parse_peer(v: &Value, path: &str, p: &mut Problems) -> ParsedPeer {
         Some(n) => u16::try_from(n).unwrap_or(179),
     };
     let hold_time = hold_time(&o, p);
-    let keepalive_time = hold_time.and_then(|h| keepalive_time(&o, h, p));
+    // With an invalid hold-time the keepalive-time is still checked on its own.
+    let keepalive_time = keepalive_time(&o, hold_time, p);
     let router_id = o
         .string("router-id", p)
         .filter(|s| !s.is_empty())
@@ -209,12 +210,12 @@ fn hold_time(o: &Obj<'_>, p: &mut Problems) -> Option<Duration> {
 }
 
 /// `keepalive-time`: default hold-time / 3; rounded down to whole seconds; at most hold-time.
-fn keepalive_time(o: &Obj<'_>, hold: Duration, p: &mut Problems) -> Option<Duration> {
+fn keepalive_time(o: &Obj<'_>, hold: Option<Duration>, p: &mut Problems) -> Option<Duration> {
     let Some(s) = o.string("keepalive-time", p) else {
-        return (!o.has("keepalive-time")).then_some(hold / 3);
+        return hold.filter(|_| !o.has("keepalive-time")).map(|h| h / 3);
     };
     if s.is_empty() {
-        return Some(hold / 3);
+        return hold.map(|h| h / 3);
     }
     let path = o.field("keepalive-time");
     match parse_go_duration(&s) {
@@ -232,6 +233,7 @@ fn keepalive_time(o: &Obj<'_>, hold: Duration, p: &mut Problems) -> Option<Durat
         }
         Ok(n) => {
             let ka = secs(whole_seconds(n));
+            let hold = hold?;
             if ka > hold {
                 p.push(
                     &path,

@@ -57,8 +57,10 @@ pub fn parse_pool(
         return out;
     };
     let before = p.len();
-    out.name = o.string("name", p).unwrap_or_default();
-    if out.name.is_empty() {
+    let name = o.string("name", p);
+    out.name = name.clone().unwrap_or_default();
+    // A name of the wrong type was reported already.
+    if out.name.is_empty() && (name.is_some() || !o.has("name")) {
         p.push(&o.field("name"), None, "required: a pool name");
     }
     let protocol = match o.string("protocol", p).as_deref() {

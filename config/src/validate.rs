@@ -105,7 +105,9 @@ pub fn validate(v: &Value, root: &str) -> Result<Config, ConfigErrors> {
 
     // address-pools
     let mut names: BTreeMap<String, String> = BTreeMap::new();
-    let mut seen_entries: Vec<(String, String, String, crate::IpRange)> = Vec::new();
+    // (path, text, (pool index, pool name), range) of every address entry so far.
+    type Seen = (String, String, (usize, String), crate::IpRange);
+    let mut seen_entries: Vec<Seen> = Vec::new();
     for (i, v) in o
         .list("address-pools", &mut p)
         .into_iter()
@@ -128,11 +130,11 @@ pub fn validate(v: &Value, root: &str) -> Result<Config, ConfigErrors> {
             }
         }
         for (epath, text, e) in &parsed.entries {
-            if let Some((opath, otext, opool, _)) = seen_entries
+            if let Some((opath, otext, (opool_idx, opool), _)) = seen_entries
                 .iter()
                 .find(|(_, _, _, r)| r.overlaps(&e.range))
             {
-                let whose = if *opool == parsed.name {
+                let whose = if *opool_idx == i {
                     "of the same pool".to_string()
                 } else {
                     format!("of pool {opool:?}")
@@ -144,7 +146,12 @@ pub fn validate(v: &Value, root: &str) -> Result<Config, ConfigErrors> {
                 );
                 ok = false;
             }
-            seen_entries.push((epath.clone(), text.clone(), parsed.name.clone(), e.range));
+            seen_entries.push((
+                epath.clone(),
+                text.clone(),
+                (i, parsed.name.clone()),
+                e.range,
+            ));
         }
         if let (Some(pool), true) = (parsed.pool, ok) {
             cfg.pools.push(pool);

@@ -1,0 +1,186 @@
+//! Golden fixtures and robustness properties for the config crate.
+//!
+//! `tests/data/valid/NAME.yaml` must parse; its input form and validated model (as JSON) must equal
+//! `NAME.json`. `tests/data/invalid/NAME.yaml` must be refused with exactly the problems in
+//! `NAME.err` (one per line, as `ferrolb config check` prints them). `FERROLB_BLESS=1 cargo test -p
+//! ferrolb-config --test fixtures` rewrites the expected files from the current output (review the
+//! diff before committing).
+
+#![allow(clippy::unwrap_used)] // a test binary: a failed unwrap is a failed test
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ferrolb_config::service::parse_services;
+use ferrolb_config::{parse, parse_with_form};
+use proptest::prelude::*;
+
+fn data(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(dir)
+}
+
+fn yaml_files(dir: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(data(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn bless() -> bool {
+    std::env::var_os("FERROLB_BLESS").is_some_and(|v| v == "1")
+}
+
+/// Compares `got` with the golden file (or writes it when blessing); returns a mismatch message.
+fn check_golden(golden: &Path, got: &str) -> Option<String> {
+    if bless() {
+        fs::write(golden, got).unwrap();
+        return None;
+    }
+    match fs::read_to_string(golden) {
+        Ok(want) if want == got => None,
+        Ok(want) => Some(format!(
+            "{}: output differs\n--- want\n{want}\n--- got\n{got}",
+            golden.display()
+        )),
+        Err(e) => Some(format!(
+            "{}: {e} (run with FERROLB_BLESS=1)",
+            golden.display()
+        )),
+    }
+}
+
+#[test]
+fn valid_fixtures_parse_to_their_golden_model() {
+    let files = yaml_files("valid");
+    assert!(
+        files.len() >= 10,
+        "expected the valid fixtures, found {}",
+        files.len()
+    );
+    let mut failures = Vec::new();
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        match parse_with_form(&text) {
+            Err(e) => failures.push(format!("{}: refused:\n{e}", f.display())),
+            Ok((form, cfg)) => {
+                let got = serde_json::to_string_pretty(&serde_json::json!({
+                    "form": form,
+                    "config": cfg,
+                }))
+                .unwrap()
+                    + "\n";
+                failures.extend(check_golden(&f.with_extension("json"), &got));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn invalid_fixtures_report_their_golden_errors() {
+    let files = yaml_files("invalid");
+    assert!(
+        files.len() >= 40,
+        "expected one fixture per rule, found {}",
+        files.len()
+    );
+    let mut failures = Vec::new();
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        match parse(&text) {
+            Ok(_) => failures.push(format!("{}: accepted, expected errors", f.display())),
+            Err(e) => {
+                assert!(!e.is_empty());
+                failures.extend(check_golden(&f.with_extension("err"), &format!("{e}\n")));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    let text = "peers:\n- my-asn: 0\n  peer-asn: 64500\n  peer-address: nope\naddress-pools:\n- name: a\n  protocol: bgp\n  addresses: [192.0.2.0/33]\n- protocol: layer2\n  addresses: [198.51.100.9-198.51.100.1]\n";
+    let e = parse(text).unwrap_err();
+    let paths: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "peers[0].my-asn",
+            "peers[0].peer-address",
+            "address-pools[0].addresses[0]",
+            "address-pools[1].name",
+            "address-pools[1].addresses[0]",
+        ]
+    );
+}
+
+#[test]
+fn all_input_forms_give_the_same_model() {
+    let raw =
+        "address-pools:\n- name: p\n  protocol: layer2\n  addresses: [192.0.2.10-192.0.2.20]\n";
+    let configmap = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  namespace: metallb-system\n  name: config\ndata:\n  config: |\n{}",
+        raw.lines().map(|l| format!("    {l}\n")).collect::<String>()
+    );
+    let helm = format!(
+        "controller:\n  image: x\nconfigInline:\n{}",
+        raw.lines().map(|l| format!("  {l}\n")).collect::<String>()
+    );
+    let konvoy = format!(
+        "kind: ClusterProvisioner\napiVersion: konvoy.mesosphere.io/v1beta2\nspec:\n  provider: none\n---\nkind: ClusterConfiguration\napiVersion: konvoy.mesosphere.io/v1beta2\nspec:\n  addons:\n  - configRepository: https://github.com/mesosphere/kubernetes-base-addons\n    addonsList:\n    - name: traefik\n      enabled: true\n    - name: metallb\n      enabled: true\n      values: |-\n        configInline:\n{}",
+        raw.lines().map(|l| format!("          {l}\n")).collect::<String>()
+    );
+    let want = parse(raw).unwrap();
+    assert_eq!(want.pools.len(), 1);
+    for (name, text) in [
+        ("configmap", &configmap),
+        ("helm", &helm),
+        ("konvoy", &konvoy),
+    ] {
+        assert_eq!(parse(text).as_ref(), Ok(&want), "{name}:\n{text}");
+    }
+}
+
+#[test]
+fn yaml_syntax_errors_have_line_and_column() {
+    let e = parse("address-pools:\n- name: a\n  protocol: [layer2\n").unwrap_err();
+    assert_eq!(e.len(), 1);
+    assert!(e.0[0].line.is_some() && e.0[0].column.is_some(), "{e}");
+    assert!(e.to_string().contains("YAML syntax error"), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn parse_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = parse(&text);
+        let _ = parse_services(&text);
+    }
+
+    #[test]
+    fn parse_never_panics_on_yaml_like_text(text in "[-a-z0-9:./ \\[\\]{}\n|>'\"#&*!%@,]{0,300}") {
+        let _ = parse(&text);
+        let _ = parse_services(&text);
+    }
+
+    #[test]
+    fn parse_never_panics_on_mutated_valid_configs(
+        pos in 0usize..600,
+        ch in prop::sample::select(vec!["", "-", ":", "\n", " ", "0", "/", "x", "[", "'", "99999999999", "::"]),
+    ) {
+        let base = "peers:\n- my-asn: 64512\n  peer-asn: 64500\n  peer-address: 192.0.2.1\n  hold-time: 1m30s\n  node-selectors:\n  - match-expressions:\n    - {key: rack, operator: In, values: [a]}\nbgp-communities: {ne: '65535:65281'}\naddress-pools:\n- name: a\n  protocol: bgp\n  addresses: [198.51.100.0/24, '2001:db8::-2001:db8::ff']\n  bgp-advertisements:\n  - {aggregation-length: 24, aggregation-length-v6: 120, localpref: 100, communities: [ne, '1:2']}\n";
+        let cut = pos.min(base.len());
+        let cut = (0..=cut).rev().find(|i| base.is_char_boundary(*i)).unwrap_or(0);
+        let text = format!("{}{}{}", &base[..cut], ch, &base[cut..]);
+        let _ = parse(&text);
+        let _ = parse_services(&text);
+    }
+}
