@@ -161,18 +161,14 @@ impl Report {
             "held_addresses": self.held,
             "breakages": self.breakages,
         });
-        let mut out = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut out, &value).map_err(std::io::Error::other)?;
-        writeln!(out)
+        let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
+        writeln!(std::io::stdout().lock(), "{text}")
     }
 
     fn print_text(&self, path: &Path) -> std::io::Result<()> {
         let mut err = std::io::stderr().lock();
         for e in &self.errors {
             writeln!(err, "{e}")?;
-        }
-        for b in &self.breakages {
-            writeln!(err, "{b}")?;
         }
         let (Some(form), Some(cfg)) = (&self.form, &self.config) else {
             writeln!(
@@ -221,8 +217,10 @@ impl Report {
                     .bgp_advertisements
                     .iter()
                     .map(|a| {
-                        let mut s =
-                            format!("/{} /{}", a.aggregation_length, a.aggregation_length_v6);
+                        let mut s = format!(
+                            "aggregation-length {}/{}",
+                            a.aggregation_length, a.aggregation_length_v6
+                        );
                         if let Some(lp) = a.local_pref {
                             s.push_str(&format!(" localpref {lp}"));
                         }
@@ -232,7 +230,7 @@ impl Report {
                         s
                     })
                     .collect();
-                flags.push(format!("advertise [{}]", ads.join("; ")));
+                flags.push(format!("advertisements [{}]", ads.join("; ")));
             }
             let flags = if flags.is_empty() {
                 String::new()
@@ -284,6 +282,10 @@ impl Report {
                     if self.held == 1 { "" } else { "es" },
                 )?;
             } else {
+                out.flush()?;
+                for b in &self.breakages {
+                    writeln!(err, "{b}")?;
+                }
                 writeln!(
                     err,
                     "{}: breaking: {} of {} held address{} would no longer be valid (ferrolb would refuse this configuration)",
