@@ -25,6 +25,21 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate a configuration and, with --services, check that it keeps every assigned address.
     Check(ConfigCheckArgs),
+    /// Print the ConfigMap manifest for a configuration given in any form (validated first).
+    Render(ConfigRenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigRenderArgs {
+    /// The configuration: raw config YAML, addon values with `configInline`, a cluster.yaml with
+    /// a metallb addon, or a ConfigMap. `-` reads standard input.
+    pub path: PathBuf,
+    /// Namespace of the ConfigMap.
+    #[arg(long, default_value = "metallb-system")]
+    pub namespace: String,
+    /// Name of the ConfigMap.
+    #[arg(long, default_value = "config")]
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

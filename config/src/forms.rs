@@ -186,3 +186,61 @@ fn konvoy(addons: &Value) -> Option<Result<(InputForm, Value), ConfigErrors>> {
     }
     None
 }
+
+/// A ConfigMap manifest (`namespace/name`, key `config`) holding the configuration found in
+/// `text` (any input form), after checking that it is valid. The configuration YAML is
+/// re-emitted as read (comments are not kept).
+pub fn render_configmap(text: &str, namespace: &str, name: &str) -> Result<String, ConfigErrors> {
+    let (_, value) = extract(text)?;
+    crate::validate::validate(&value, "")?;
+    let config = if value.is_null() {
+        String::new()
+    } else {
+        serde_yaml::to_string(&value).map_err(|e| {
+            ConfigErrors::one(ConfigError::new(
+                "<input>",
+                None,
+                format!("cannot render: {e}"),
+            ))
+        })?
+    };
+    let mut meta = serde_yaml::Mapping::new();
+    meta.insert("namespace".into(), namespace.into());
+    meta.insert("name".into(), name.into());
+    let mut data = serde_yaml::Mapping::new();
+    data.insert("config".into(), config.into());
+    let mut cm = serde_yaml::Mapping::new();
+    cm.insert("apiVersion".into(), "v1".into());
+    cm.insert("kind".into(), "ConfigMap".into());
+    cm.insert("metadata".into(), meta.into());
+    cm.insert("data".into(), data.into());
+    serde_yaml::to_string(&Value::Mapping(cm)).map_err(|e| {
+        ConfigErrors::one(ConfigError::new(
+            "<input>",
+            None,
+            format!("cannot render: {e}"),
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_configmap_parses_back_to_the_same_config() {
+        let konvoy = "kind: ClusterConfiguration\nspec:\n  addons:\n  - addonsList:\n    - name: metallb\n      values: |-\n        configInline:\n          peers:\n          - {my-asn: 64500, peer-asn: 64501, peer-address: 192.0.2.1}\n          address-pools:\n          - name: default\n            protocol: bgp\n            addresses: [198.51.100.0/24]\n";
+        let cm = render_configmap(konvoy, "metallb-system", "config").unwrap();
+        assert!(cm.contains("kind: ConfigMap"), "{cm}");
+        let (form, back) = crate::parse_with_form(&cm).unwrap();
+        assert_eq!(
+            form,
+            InputForm::ConfigMap {
+                namespace: "metallb-system".into(),
+                name: "config".into()
+            }
+        );
+        assert_eq!(back, crate::parse(konvoy).unwrap());
+        assert!(render_configmap("address-pools: [{name: a}]", "n", "c").is_err());
+    }
+}

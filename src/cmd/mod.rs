@@ -2,6 +2,7 @@
 //! output and an exit code.
 
 mod config_check;
+mod config_render;
 mod controller;
 mod http;
 
@@ -12,6 +13,7 @@ use crate::cli::{Cli, Command, ConfigCommand};
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Config(ConfigCommand::Check(args)) => config_check::run(&args),
+        Command::Config(ConfigCommand::Render(args)) => config_render::run(&args),
         Command::Controller(args) => controller::run(&args),
     }
 }
