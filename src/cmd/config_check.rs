@@ -324,3 +324,87 @@ fn range_text(r: &IpRange) -> String {
     }
     r.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn range(a: &str, b: &str) -> IpRange {
+        IpRange::new(a.parse().unwrap(), b.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn ranges_print_as_cidrs_when_they_are_one() {
+        assert_eq!(
+            range_text(&range("192.0.2.0", "192.0.2.255")),
+            "192.0.2.0/24"
+        );
+        assert_eq!(range_text(&range("192.0.2.7", "192.0.2.7")), "192.0.2.7/32");
+        assert_eq!(
+            range_text(&range("192.0.2.1", "192.0.2.2")),
+            "192.0.2.1-192.0.2.2"
+        );
+        assert_eq!(
+            range_text(&range("2001:db8::", "2001:db8::ff")),
+            "2001:db8::/120"
+        );
+        assert_eq!(
+            range_text(&range("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")),
+            "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
+    }
+
+    fn write(tag: &str, text: &str) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("ferrolb-check-{}-{tag}.yaml", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn check(path: PathBuf, services: Option<PathBuf>) -> ExitCode {
+        run(&ConfigCheckArgs {
+            path,
+            services,
+            output: OutputFormat::Json,
+        })
+    }
+
+    #[test]
+    fn exit_codes() {
+        let good = write(
+            "good",
+            "address-pools:\n- {name: a, protocol: layer2, addresses: [192.0.2.0/25]}\n",
+        );
+        let bad = write(
+            "bad",
+            "address-pools:\n- {name: a, protocol: layer3, addresses: [192.0.2.0/25]}\n",
+        );
+        let inside = write("in", "kind: Service\nmetadata: {name: a}\nspec: {type: LoadBalancer}\nstatus: {loadBalancer: {ingress: [{ip: 192.0.2.1}]}}\n");
+        let outside = write("out", "kind: Service\nmetadata: {name: a}\nspec: {type: LoadBalancer}\nstatus: {loadBalancer: {ingress: [{ip: 192.0.2.200}]}}\n");
+        let other_class = write("class", "kind: Service\nmetadata: {name: a}\nspec: {type: LoadBalancer, loadBalancerClass: other}\nstatus: {loadBalancer: {ingress: [{ip: 192.0.2.200}]}}\n");
+        let broken_yaml = write("broken", "items: [");
+        assert_eq!(check(good.clone(), None), ExitCode::SUCCESS);
+        assert_eq!(check(bad.clone(), None), ExitCode::from(1));
+        assert_eq!(check(good.clone(), Some(inside.clone())), ExitCode::SUCCESS);
+        assert_eq!(
+            check(good.clone(), Some(outside.clone())),
+            ExitCode::from(1)
+        );
+        assert_eq!(
+            check(good.clone(), Some(other_class.clone())),
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            check(good.clone(), Some(broken_yaml.clone())),
+            ExitCode::from(2)
+        );
+        assert_eq!(
+            check(PathBuf::from("/nonexistent/ferrolb.yaml"), None),
+            ExitCode::from(2)
+        );
+        for p in [good, bad, inside, outside, other_class, broken_yaml] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
