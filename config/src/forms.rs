@@ -123,7 +123,7 @@ fn recognise(doc: &Value) -> Option<Result<(InputForm, Value), ConfigErrors>> {
         return Some(single(text, "data.config").map(|v| (form, v)));
     }
     if let Some(inline) = get(doc, "configInline") {
-        return Some(Ok((InputForm::HelmValues, inline.clone())));
+        return Some(inline_value(inline, "configInline").map(|v| (InputForm::HelmValues, v)));
     }
     if let Some(addons) = get(doc, "spec").and_then(|s| get(s, "addons")) {
         return konvoy(addons);
@@ -133,6 +133,14 @@ fn recognise(doc: &Value) -> Option<Result<(InputForm, Value), ConfigErrors>> {
         return Some(Ok((InputForm::Raw, doc.clone())));
     }
     None
+}
+
+/// `configInline` is a mapping; some values files hold it as a YAML string instead.
+fn inline_value(v: &Value, path: &str) -> Result<Value, ConfigErrors> {
+    match v {
+        Value::String(s) => single(s, path),
+        other => Ok(other.clone()),
+    }
 }
 
 /// The one YAML document of an embedded string.
@@ -175,7 +183,8 @@ fn konvoy(addons: &Value) -> Option<Result<(InputForm, Value), ConfigErrors>> {
                     Some(v) => v.clone(),
                 };
             return Some(match get(&values, "configInline") {
-                Some(inline) => Ok((InputForm::KonvoyClusterYaml, inline.clone())),
+                Some(inline) => inline_value(inline, &format!("{path}.configInline"))
+                    .map(|v| (InputForm::KonvoyClusterYaml, v)),
                 None => Err(ConfigErrors::one(ConfigError::new(
                     &path,
                     None,
@@ -242,5 +251,15 @@ mod tests {
         );
         assert_eq!(back, crate::parse(konvoy).unwrap());
         assert!(render_configmap("address-pools: [{name: a}]", "n", "c").is_err());
+    }
+
+    #[test]
+    fn config_inline_may_be_a_string() {
+        let values = "configInline: |\n  address-pools:\n  - {name: a, protocol: layer2, addresses: [192.0.2.0/28]}\n";
+        let (form, cfg) = crate::parse_with_form(values).unwrap();
+        assert_eq!(form, InputForm::HelmValues);
+        assert_eq!(cfg.pools.len(), 1);
+        let e = crate::parse("configInline: 'a: ['\n").unwrap_err();
+        assert_eq!(e.0[0].path, "configInline");
     }
 }
