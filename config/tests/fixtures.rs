@@ -184,3 +184,49 @@ proptest! {
         let _ = parse_services(&text);
     }
 }
+
+#[test]
+fn kubectl_get_svc_output_reads_and_checks() {
+    use ferrolb_config::compat::{breaking, held_addresses};
+    use ferrolb_config::{IpFamily, IpFamilyPolicy, ServiceKey, TrafficPolicy};
+    let text = fs::read_to_string(data("services").join("kubectl-get-svc-A.yaml")).unwrap();
+    let svcs = parse_services(&text).unwrap();
+    let keys: Vec<String> = svcs.iter().map(|s| s.key.to_string()).collect();
+    assert_eq!(
+        keys,
+        vec!["default/kubernetes", "infra/dns-tcp", "shop/pending"]
+    );
+    assert!(!svcs[0].is_load_balancer);
+    let dns = &svcs[1];
+    assert!(dns.is_load_balancer);
+    assert_eq!(dns.ip_families, vec![IpFamily::V4, IpFamily::V6]);
+    assert_eq!(dns.ip_family_policy, IpFamilyPolicy::PreferDualStack);
+    assert_eq!(dns.external_traffic_policy, TrafficPolicy::Local);
+    assert_eq!(dns.load_balancer_ip.as_deref(), Some("198.51.100.53"));
+    assert_eq!(dns.cluster_ips.len(), 2);
+    assert_eq!(
+        dns.annotations
+            .get("metallb.universe.tf/allow-shared-ip")
+            .map(String::as_str),
+        Some("dns")
+    );
+    assert_eq!(dns.ports.len(), 1);
+    assert_eq!(
+        (dns.ports[0].protocol.as_str(), dns.ports[0].port),
+        ("TCP", 53)
+    );
+    assert_eq!(svcs[2].ports[0].protocol, "UDP");
+    assert!(svcs[2].ingress_ips.is_empty());
+
+    let held = held_addresses(&svcs, |s| s.load_balancer_class.is_none());
+    assert_eq!(held.len(), 2);
+    let v4_only =
+        parse("address-pools:\n- {name: a, protocol: bgp, addresses: [198.51.100.0/24]}\n")
+            .unwrap();
+    let b = breaking(&v4_only, &held);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].service, ServiceKey::new("infra", "dns-tcp"));
+    assert_eq!(b[0].ip.to_string(), "2001:db8:53::53");
+    let dual = parse("address-pools:\n- {name: a, protocol: bgp, addresses: [198.51.100.0/24, '2001:db8:53::/64']}\n").unwrap();
+    assert!(breaking(&dual, &held).is_empty());
+}
