@@ -147,33 +147,13 @@ pub fn decide(
 }
 
 /// A Service address that a candidate configuration would no longer allow.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Breakage {
-    pub service: ServiceKey,
-    pub ip: IpAddr,
-    /// Why, in words (from the compatibility check).
-    pub reason: String,
-}
+pub use ferrolb_config::Breakage;
 
-/// The addresses that `candidate` would no longer allow, among the Services ferrolb serves:
-/// an address that no pool of the candidate may hand out.
+/// The addresses that `candidate` would no longer allow, among the Services ferrolb serves
+/// (the config crate's compatibility check over the held addresses).
 pub fn breakages(candidate: &Config, our_class: &str, services: &[ServiceView]) -> Vec<Breakage> {
-    let mut out: Vec<Breakage> = services
-        .iter()
-        .filter(|v| is_ours(v, our_class))
-        .flat_map(|v| {
-            v.ingress_ips
-                .iter()
-                .filter(|ip| !candidate.pools.iter().any(|p| p.may_assign(ip)))
-                .map(|ip| Breakage {
-                    service: v.key.clone(),
-                    ip: *ip,
-                    reason: "outside every address pool of the new configuration".to_string(),
-                })
-        })
-        .collect();
-    out.sort();
-    out
+    let held = ferrolb_config::compat::held_addresses(services, |v| is_ours(v, our_class));
+    ferrolb_config::breaking(candidate, &held)
 }
 
 /// What the controller must do about its configuration after [`ConfigGate::evaluate`].

@@ -1,12 +1,12 @@
-//! STOPGAP until the allocator (controller/src/allocator) and the config parser
-//! (`ferrolb_config::parse`) land. A small allocation plan with MetalLB's rules: existing
+//! STOPGAP until the allocator (controller/src/allocator)
+//! lands. A small allocation plan with MetalLB's rules: existing
 //! addresses are restored first, then Services without one are assigned in key order; requests
 //! (`spec.loadBalancerIP`, `metallb.universe.tf/loadBalancerIPs`, `.../address-pool`), sharing
 //! (`allow-shared-ip`: same key, no port overlap, same traffic policy, same selector when Local),
 //! one address per family from one pool, lowest free address first (the scan skips only used
-//! addresses, so it does not grow with the pool). Plus a parser for `address-pools` only.
+//! addresses, so it does not grow with the pool).
 //!
-//! Must not: be used once the real allocator and parser exist; `k8s/mod.rs` then calls them.
+//! Must not: be used once the real allocator exists; `k8s/mod.rs` then calls it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -236,52 +236,6 @@ pub fn plan(config: &Config, class: &str, views: &[ServiceView]) -> Plan {
     out
 }
 
-pub fn parse_config(text: &str) -> Result<Config, String> {
-    #[derive(serde::Deserialize)]
-    struct Raw {
-        #[serde(rename = "address-pools", default)]
-        pools: Vec<RawPool>,
-    }
-    #[derive(serde::Deserialize)]
-    struct RawPool {
-        name: String,
-        addresses: Vec<String>,
-        #[serde(rename = "auto-assign", default = "yes")]
-        auto_assign: bool,
-    }
-    fn yes() -> bool {
-        true
-    }
-    let raw: Raw = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-    let mut c = Config::default();
-    for p in raw.pools {
-        let mut ranges = Vec::new();
-        for a in p.addresses {
-            if let Some((x, y)) = a.split_once('-') {
-                let r = ferrolb_config::IpRange::new(
-                    x.trim().parse().map_err(|_| format!("bad {a}"))?,
-                    y.trim().parse().map_err(|_| format!("bad {a}"))?,
-                )
-                .ok_or(format!("bad {a}"))?;
-                ranges.push(r);
-            } else {
-                let n: ipnet::IpNet = a.parse().map_err(|_| format!("bad {a}"))?;
-                ranges.push(ferrolb_config::IpRange::from_net(&n));
-            }
-        }
-        c.pools.push(ferrolb_config::Pool {
-            name: p.name,
-            protocol: ferrolb_config::Protocol::Layer2,
-            ranges,
-            avoid_buggy_ips: false,
-            auto_assign: p.auto_assign,
-            bgp_advertisements: vec![],
-            interfaces: vec![],
-        });
-    }
-    Ok(c)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,7 +246,7 @@ mod tests {
     }
 
     fn cfg() -> Config {
-        parse_config("address-pools:\n- name: a\n  addresses: [192.0.2.10-192.0.2.12]\n- name: b\n  auto-assign: false\n  addresses: [203.0.113.0/30]\n").unwrap()
+        ferrolb_config::parse("address-pools:\n- name: a\n  protocol: layer2\n  addresses: [192.0.2.10-192.0.2.12]\n- name: b\n  protocol: layer2\n  auto-assign: false\n  addresses: [203.0.113.0/30]\n").unwrap()
     }
 
     fn lb(name: &str, port: u16, proto: &str) -> ServiceView {

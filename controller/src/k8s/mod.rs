@@ -261,7 +261,8 @@ impl State {
         if self.config_dirty {
             self.config_dirty = false;
             if let Some(cm) = &self.config_map {
-                let parsed = interim::parse_config(config_text(cm));
+                let parsed = ferrolb_config::parse(config_text(cm))
+                    .map_err(|e| e.to_string().replace('\n', "; "));
                 self.gate.offer(parsed);
             }
         } else if !self.gate.retry_on_service_change() {
