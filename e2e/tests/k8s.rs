@@ -653,6 +653,32 @@ async fn two_controllers_one_leader_and_takeover() -> anyhow::Result<()> {
         "holder {holder}, first pid {first_pid}, second pid {}",
         second.pid()
     );
+    // Only the leader of the moment wrote: each Event names the replica that sent it.
+    let instance = |e: &Event| e.reporting_instance.clone().unwrap_or_default();
+    let one = wait_event(&client, ns, "one", "IPAllocated").await?;
+    assert!(
+        instance(&one).ends_with(&format!("-{first_pid}")),
+        "{}",
+        instance(&one)
+    );
+    let two = wait_event(&client, ns, "two", "IPAllocated").await?;
+    assert!(
+        instance(&two).ends_with(&format!("-{}", second.pid())),
+        "{}",
+        instance(&two)
+    );
+    let all = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    let allocated_one = all
+        .items
+        .iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("IPAllocated")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("one")
+        })
+        .count();
+    assert_eq!(allocated_one, 1, "the takeover did not re-allocate \"one\"");
     Ok(())
 }
 
