@@ -9,3 +9,4 @@
 pub mod bgp;
 pub mod world;
 pub mod layer2;
+pub mod membership;
