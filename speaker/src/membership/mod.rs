@@ -10,6 +10,8 @@ pub mod live;
 pub mod memberlist;
 pub mod profile;
 pub mod secret;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::future::Future;
