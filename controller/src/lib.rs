@@ -5,6 +5,7 @@
 //!
 //! Must not: know about ARP or BGP.
 
+pub mod allocator;
 pub mod k8s;
 pub mod metrics;
 pub mod reconcile;

@@ -1,0 +1,303 @@
+//! Per-pool free-space index: which addresses of a pool are free, and the lowest free one.
+//!
+//! Each range keeps a `BTreeMap` of free intervals (`start -> end`, inclusive, as integers), so
+//! taking the lowest free address, taking a given address and giving one back are `O(log n)` in
+//! the number of intervals, never in the size of the range: an IPv6 /64 costs what an IPv4 /24
+//! costs. With `avoid-buggy-ips`, IPv4 `.0`/`.255` addresses are dropped from the free set when
+//! they reach the front of an interval (at most two steps each) and are never handed out.
+//!
+//! Must not: know about Services or sharing; it only tracks taken/free addresses.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ferrolb_config::addr::{from_u128, is_buggy_ip, to_u128};
+use ferrolb_config::{IpFamily, Pool};
+
+/// One range of a pool and its free intervals.
+#[derive(Debug, Clone)]
+struct RangeIndex {
+    family: IpFamily,
+    first: u128,
+    last: u128,
+    /// Free intervals: start -> end (inclusive), disjoint, non-adjacent.
+    free: BTreeMap<u128, u128>,
+}
+
+impl RangeIndex {
+    fn contains(&self, v: u128) -> bool {
+        self.first <= v && v <= self.last
+    }
+
+    /// The interval holding `v`, if `v` is free.
+    fn interval_of(&self, v: u128) -> Option<(u128, u128)> {
+        let (&s, &e) = self.free.range(..=v).next_back()?;
+        (v <= e).then_some((s, e))
+    }
+
+    /// Removes `v` from the free set; false if it was not free.
+    fn take(&mut self, v: u128) -> bool {
+        let Some((s, e)) = self.interval_of(v) else {
+            return false;
+        };
+        self.free.remove(&s);
+        if s < v {
+            self.free.insert(s, v - 1);
+        }
+        if v < e {
+            self.free.insert(v + 1, e);
+        }
+        true
+    }
+
+    /// Returns `v` to the free set, merging with neighbours.
+    fn give_back(&mut self, v: u128) {
+        if self.interval_of(v).is_some() {
+            return;
+        }
+        let mut start = v;
+        let mut end = v;
+        if v > 0 {
+            if let Some((&s, &e)) = self.free.range(..v).next_back() {
+                if e == v - 1 {
+                    start = s;
+                    self.free.remove(&s);
+                }
+            }
+        }
+        if let Some(&e) = self.free.get(&(v + 1)) {
+            self.free.remove(&(v + 1));
+            end = e;
+        }
+        self.free.insert(start, end);
+    }
+}
+
+/// The free-space index of one pool.
+#[derive(Debug, Clone)]
+pub struct PoolIndex {
+    name: String,
+    avoid_buggy: bool,
+    /// Ranges sorted by first address (so "lowest free" is lowest in address order per family).
+    ranges: Vec<RangeIndex>,
+    usable: u128,
+    in_use: u64,
+}
+
+/// Number of IPv4 addresses `x <= n` with `x % 256` equal to 0 or 255.
+fn buggy_upto(n: u128) -> u128 {
+    (n / 256 + 1) + (n + 1) / 256
+}
+
+impl PoolIndex {
+    /// An index with every address of `pool` free.
+    pub fn new(pool: &Pool) -> PoolIndex {
+        let mut ranges: Vec<RangeIndex> = pool
+            .ranges
+            .iter()
+            .map(|r| {
+                let (first, last) = (to_u128(&r.first()), to_u128(&r.last()));
+                RangeIndex {
+                    family: r.family(),
+                    first,
+                    last,
+                    free: BTreeMap::from([(first, last)]),
+                }
+            })
+            .collect();
+        ranges.sort_by_key(|r| (r.family, r.first));
+        let usable = ranges
+            .iter()
+            .map(|r| {
+                let len = r.last - r.first + 1;
+                if pool.avoid_buggy_ips && r.family == IpFamily::V4 {
+                    let below = if r.first == 0 {
+                        0
+                    } else {
+                        buggy_upto(r.first - 1)
+                    };
+                    len - (buggy_upto(r.last) - below)
+                } else {
+                    len
+                }
+            })
+            .fold(0u128, u128::saturating_add);
+        PoolIndex {
+            name: pool.name.clone(),
+            avoid_buggy: pool.avoid_buggy_ips,
+            ranges,
+            usable,
+            in_use: 0,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Addresses this pool may hand out (excluding `.0`/`.255` with `avoid-buggy-ips`).
+    pub fn usable(&self) -> u128 {
+        self.usable
+    }
+
+    /// Addresses currently taken.
+    pub fn in_use(&self) -> u64 {
+        self.in_use
+    }
+
+    /// True when the pool has at least one range of `family`.
+    pub fn has_family(&self, family: IpFamily) -> bool {
+        self.ranges.iter().any(|r| r.family == family)
+    }
+
+    /// True when the pool may hand out `ip` (in a range, not excluded as buggy).
+    pub fn may_assign(&self, ip: &IpAddr) -> bool {
+        let v = to_u128(ip);
+        let fam = IpFamily::of(ip);
+        !(self.avoid_buggy && is_buggy_ip(ip))
+            && self.ranges.iter().any(|r| r.family == fam && r.contains(v))
+    }
+
+    /// True when `ip` is assignable and free.
+    pub fn is_free(&self, ip: &IpAddr) -> bool {
+        let v = to_u128(ip);
+        let fam = IpFamily::of(ip);
+        self.may_assign(ip)
+            && self
+                .ranges
+                .iter()
+                .any(|r| r.family == fam && r.interval_of(v).is_some())
+    }
+
+    /// Marks `ip` taken; false if it is not assignable here or already taken.
+    pub fn take(&mut self, ip: &IpAddr) -> bool {
+        if !self.may_assign(ip) {
+            return false;
+        }
+        let v = to_u128(ip);
+        let fam = IpFamily::of(ip);
+        let taken = self
+            .ranges
+            .iter_mut()
+            .find(|r| r.family == fam && r.contains(v))
+            .is_some_and(|r| r.take(v));
+        if taken {
+            self.in_use += 1;
+        }
+        taken
+    }
+
+    /// Marks `ip` free again (no-op if it is not taken or not in the pool).
+    pub fn release(&mut self, ip: &IpAddr) {
+        if !self.may_assign(ip) {
+            return;
+        }
+        let v = to_u128(ip);
+        let fam = IpFamily::of(ip);
+        if let Some(r) = self
+            .ranges
+            .iter_mut()
+            .find(|r| r.family == fam && r.contains(v))
+        {
+            if r.interval_of(v).is_none() {
+                r.give_back(v);
+                self.in_use = self.in_use.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The lowest free address of `family`, without taking it. Buggy addresses met at the front
+    /// of an interval are dropped from the free set for good (they are never assignable).
+    pub fn lowest_free(&mut self, family: IpFamily) -> Option<IpAddr> {
+        let avoid = self.avoid_buggy;
+        for r in self.ranges.iter_mut().filter(|r| r.family == family) {
+            while let Some(&s) = r.free.keys().next() {
+                let ip = from_u128(family, s)?;
+                if avoid && is_buggy_ip(&ip) {
+                    r.take(s);
+                    continue;
+                }
+                return Some(ip);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolb_config::IpRange;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn pool(ranges: &[(&str, &str)], avoid: bool) -> Pool {
+        Pool {
+            name: "p".into(),
+            protocol: ferrolb_config::Protocol::Layer2,
+            ranges: ranges
+                .iter()
+                .map(|(a, b)| IpRange::new(ip(a), ip(b)).unwrap())
+                .collect(),
+            avoid_buggy_ips: avoid,
+            auto_assign: true,
+            bgp_advertisements: Vec::new(),
+            interfaces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn lowest_free_take_release() {
+        let mut p = PoolIndex::new(&pool(&[("192.0.2.10", "192.0.2.12")], false));
+        assert_eq!(p.usable(), 3);
+        assert_eq!(p.lowest_free(IpFamily::V4), Some(ip("192.0.2.10")));
+        assert!(p.take(&ip("192.0.2.10")));
+        assert!(!p.take(&ip("192.0.2.10")));
+        assert!(p.take(&ip("192.0.2.12")));
+        assert_eq!(p.lowest_free(IpFamily::V4), Some(ip("192.0.2.11")));
+        assert!(p.take(&ip("192.0.2.11")));
+        assert_eq!(p.lowest_free(IpFamily::V4), None);
+        assert_eq!(p.in_use(), 3);
+        p.release(&ip("192.0.2.11"));
+        p.release(&ip("192.0.2.11"));
+        assert_eq!(p.in_use(), 2);
+        assert_eq!(p.lowest_free(IpFamily::V4), Some(ip("192.0.2.11")));
+        assert_eq!(p.lowest_free(IpFamily::V6), None);
+        assert!(!p.take(&ip("192.0.2.13")));
+    }
+
+    #[test]
+    fn avoid_buggy_skips_dot_zero_and_255() {
+        let mut p = PoolIndex::new(&pool(&[("198.51.100.254", "198.51.101.1")], true));
+        assert_eq!(p.usable(), 2);
+        assert_eq!(p.lowest_free(IpFamily::V4), Some(ip("198.51.100.254")));
+        assert!(p.take(&ip("198.51.100.254")));
+        assert_eq!(p.lowest_free(IpFamily::V4), Some(ip("198.51.101.1")));
+        assert!(!p.take(&ip("198.51.101.0")));
+        let full = PoolIndex::new(&pool(&[("192.0.2.0", "192.0.2.255")], true));
+        assert_eq!(full.usable(), 254);
+    }
+
+    #[test]
+    fn ipv6_slash_64_has_2_pow_64_addresses() {
+        let mut p = PoolIndex::new(&pool(
+            &[("2001:db8::", "2001:db8::ffff:ffff:ffff:ffff")],
+            true,
+        ));
+        assert_eq!(p.usable(), 1u128 << 64);
+        assert_eq!(p.lowest_free(IpFamily::V6), Some(ip("2001:db8::")));
+        assert!(p.take(&ip("2001:db8::")));
+        assert_eq!(p.lowest_free(IpFamily::V6), Some(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn ranges_are_searched_in_address_order() {
+        let mut p = PoolIndex::new(&pool(
+            &[("192.0.2.100", "192.0.2.100"), ("192.0.2.5", "192.0.2.5")],
+            false,
+        ));
+        assert_eq!(p.lowest_free(IpFamily::V4), Some(ip("192.0.2.5")));
+    }
+}
