@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::live::{self, Change};
 use super::profile::{Profile, Timers};
-use super::secret::derive_key;
+use super::secret::{derive_key, load_secret};
 use super::{Membership, MembershipError};
 
 type Id = Arc<str>;
@@ -84,6 +85,22 @@ impl MemberlistConfig {
             secret: None,
             timers: Timers::of(Profile::default()),
         }
+    }
+
+    /// A config from command-line flags: the secret comes from `secret_file`, else from
+    /// `FERROLB_ML_SECRET`, else there is none (gossip unencrypted, with a warning at start).
+    pub fn from_flags(
+        node: &str,
+        bind: SocketAddr,
+        join: &[SocketAddr],
+        secret_file: Option<&Path>,
+        profile: Profile,
+    ) -> Result<Self, MembershipError> {
+        let mut cfg = MemberlistConfig::new(node, bind);
+        cfg.join = join.iter().copied().filter(|a| *a != bind).collect();
+        cfg.secret = load_secret(secret_file)?;
+        cfg.timers = Timers::of(profile);
+        Ok(cfg)
     }
 }
 
