@@ -555,7 +555,7 @@ impl Allocator {
             let mut any_has_families = false;
             for &c in &candidates {
                 if let Some(f) = fam_list.iter().find(|f| !self.pools[c].has_family(**f)) {
-                    if candidates.len() == 1 && fams.preferred.as_ref() != Some(fam_list) {
+                    if req.is_explicit() && fams.preferred.as_ref() != Some(fam_list) {
                         last_err = Some(AllocError::PoolLacksFamily {
                             pool: self.pools[c].name().to_string(),
                             family: *f,
