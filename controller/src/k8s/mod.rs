@@ -11,7 +11,6 @@
 //! configuration text beyond handing it to `ferrolb_config`.
 
 pub mod convert;
-mod interim;
 mod leader;
 mod writer;
 
@@ -338,7 +337,7 @@ impl State {
             debug!("no configuration in force; nothing to assign");
             return;
         };
-        let plan = interim::plan(&config, &self.opts.load_balancer_class, &views);
+        let plan = crate::allocator::plan(&config, &self.opts.load_balancer_class, &views);
         self.metrics.set_pools(&plan.pools);
         let owns = |ip: &IpAddr| config.pool_containing(ip).is_some();
         let mut decisions: Vec<_> = views
