@@ -1,1 +1,4 @@
 //! BGP announcer: codec wrapper, sans-IO session FSM, UPDATE packing, tokio session driver.
+
+pub mod fsm;
+pub mod msg;
