@@ -19,6 +19,9 @@ pub enum Command {
     Config(ConfigCommand),
     /// Run the Kubernetes controller: give every LoadBalancer Service an address and keep it.
     Controller(ControllerArgs),
+    /// Allocate addresses with no cluster: config and Service manifests from files, assignments
+    /// persisted in a state file, announced by this node.
+    Standalone(StandaloneArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,4 +93,26 @@ pub struct ControllerArgs {
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:7472")]
     pub metrics_addr: std::net::SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// The configuration in any form `ferrolb config check` reads; watched for changes.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// v1 Service manifests (a List, or multi-document YAML); watched for changes.
+    #[arg(long)]
+    pub services: PathBuf,
+    /// This node's name (used by the announcers).
+    #[arg(long)]
+    pub node: String,
+    /// This node's labels, `key=value,key2=value2` (for peer node selectors).
+    #[arg(long)]
+    pub node_labels: Option<String>,
+    /// Where assignments persist across restarts (written atomically).
+    #[arg(long, default_value = "ferrolb-state.json")]
+    pub state: PathBuf,
+    /// The spec.loadBalancerClass served, besides Services without a class.
+    #[arg(long = "class", default_value = "ferrolb")]
+    pub load_balancer_class: String,
 }

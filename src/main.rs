@@ -1,7 +1,9 @@
 //! The `ferrolb` binary: CLI parsing and process wiring only; the logic lives in the crates.
 
+mod announce;
 mod cli;
 mod cmd;
+mod standalone;
 
 use std::process::ExitCode;
 

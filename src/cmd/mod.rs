@@ -5,6 +5,7 @@ mod config_check;
 mod config_render;
 mod controller;
 mod http;
+mod standalone;
 
 use std::process::ExitCode;
 
@@ -15,5 +16,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config(ConfigCommand::Check(args)) => config_check::run(&args),
         Command::Config(ConfigCommand::Render(args)) => config_render::run(&args),
         Command::Controller(args) => controller::run(&args),
+        Command::Standalone(args) => standalone::run(&args),
     }
 }

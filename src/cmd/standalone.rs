@@ -1,0 +1,95 @@
+//! `ferrolb standalone`: process wiring (runtime, logging, announcers) for standalone mode; the
+//! work happens in `crate::standalone`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ferrolb_speaker::world::NodeInfo;
+use prometheus_client::registry::Registry;
+use tracing::error;
+
+use crate::cli::StandaloneArgs;
+use crate::standalone::{self, Options};
+
+/// Parses `k=v,k2=v2`.
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => Err(format!("--node-labels: {kv:?} is not key=value")),
+        })
+        .collect()
+}
+
+pub fn run(args: &StandaloneArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let labels = match args.node_labels.as_deref().map(parse_labels).transpose() {
+        Ok(l) => l.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("standalone: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = Options {
+        config: args.config.clone(),
+        services: args.services.clone(),
+        state: args.state.clone(),
+        node: NodeInfo {
+            name: args.node.clone(),
+            labels,
+        },
+        class: args.load_balancer_class.clone(),
+        poll: Duration::from_millis(500),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("standalone: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut registry = Registry::default();
+    let announcers = match crate::announce::announcers(&mut registry) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("standalone: cannot start the announcers: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(standalone::run(opts, announcers)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "standalone failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        let l = parse_labels("zone=a, rack=r1").unwrap();
+        assert_eq!(l["zone"], "a");
+        assert_eq!(l["rack"], "r1");
+        assert!(parse_labels("nokey").is_err());
+    }
+}
