@@ -1,4 +1,5 @@
 //! BGP announcer: codec wrapper, sans-IO session FSM, UPDATE packing, tokio session driver.
 
+pub mod codec;
 pub mod fsm;
 pub mod msg;
