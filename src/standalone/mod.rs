@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_config::ServiceView;
+use ferrolb_speaker::membership::{MemberlistConfig, MemberlistMembership, Membership};
 use ferrolb_speaker::world::{Announcer, AssignedService, NodeInfo, Readiness, World};
 use tracing::{info, warn};
 
@@ -28,6 +29,8 @@ pub struct Options {
     pub node: NodeInfo,
     pub class: String,
     pub poll: Duration,
+    /// Memberlist settings; `None`: this node counts only itself as alive.
+    pub membership: Option<MemberlistConfig>,
 }
 
 /// A watched file: its last content.
@@ -57,7 +60,12 @@ fn print(lines: &[String]) {
     let _ = out.flush();
 }
 
-fn world(engine: &Engine, services: &[ServiceView], node: &NodeInfo) -> Option<World> {
+fn world(
+    engine: &Engine,
+    services: &[ServiceView],
+    node: &NodeInfo,
+    live: &BTreeSet<String>,
+) -> Option<World> {
     let config = engine.config()?.clone();
     let assignments = engine.assignments();
     let services = services
@@ -77,7 +85,7 @@ fn world(engine: &Engine, services: &[ServiceView], node: &NodeInfo) -> Option<W
         node: node.clone(),
         services,
         readiness: Readiness::AllReady,
-        live_nodes: BTreeSet::from([node.name.clone()]),
+        live_nodes: live.clone(),
     })
 }
 
@@ -97,9 +105,26 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
     let mut services_known = false;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(opts.poll);
+    let membership = match opts.membership.clone() {
+        Some(cfg) => Some(MemberlistMembership::start(cfg).await?),
+        None => {
+            info!(node = %opts.node.name, "membership off (no --ml-bind): only this node counts as alive");
+            None
+        }
+    };
+    let mut live = match &membership {
+        Some(m) => m.live(),
+        None => tokio::sync::watch::channel(BTreeSet::from([opts.node.name.clone()])).1,
+    };
+    let mut live_nodes = live.borrow_and_update().clone();
+    let mut live_changed = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            Ok(()) = live.changed(), if membership.is_some() => {
+                live_nodes = live.borrow_and_update().clone();
+                live_changed = true;
+            }
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
             _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
         }
@@ -128,11 +153,12 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
                 }
             }
         }
+        let dirty = dirty | std::mem::take(&mut live_changed);
         if !dirty || !services_known {
             continue;
         }
         let step = engine.reconcile(&services, &persisted);
-        print(&step.lines);
+        // Persist before printing: a printed assignment survives a crash.
         if step.changed {
             let assignments = engine.assignments();
             if let Err(e) = state::save(&opts.state, &assignments) {
@@ -140,11 +166,17 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
             }
             persisted = assignments.into_iter().map(|(k, a)| (k, a.ips)).collect();
         }
-        if let Some(w) = world(&engine, &services, &opts.node) {
+        print(&step.lines);
+        if let Some(w) = world(&engine, &services, &opts.node, &live_nodes) {
             let w = Arc::new(w);
             for a in &mut announcers {
                 a.apply(w.clone());
             }
+        }
+    }
+    if let Some(m) = &membership {
+        if let Err(e) = m.leave().await {
+            warn!(error = %e, "membership: leave failed");
         }
     }
     for a in &mut announcers {

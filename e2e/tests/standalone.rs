@@ -1,0 +1,255 @@
+//! `ferrolb standalone` end to end: the real binary, run inside a network namespace (only `lo`, so
+//! its announcers touch nothing), killed with SIGKILL and restarted (same assignments), a breaking
+//! config change refused (old assignments kept, loaded once the offending Service is gone), and
+//! two nodes given the same files print the same assignments.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ferrolb_e2e::netns::Netns;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A scratch directory removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Result<Dir> {
+        let p = std::env::temp_dir().join(format!("flb-{}-standalone-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(Dir(p))
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<()> {
+        // Atomic, so the polling process never reads a half-written file.
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, self.0.join(name))?;
+        Ok(())
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `ferrolb standalone` and the lines it printed on stdout.
+struct Run {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Run {
+    fn start(ns: &Netns, dir: &Path, node: &str) -> Result<Run> {
+        let bin = ferrolb_e2e::ferrolb_bin()?;
+        let bin = bin.to_string_lossy().into_owned();
+        let mut child = ns
+            .command(&bin)
+            .args([
+                "standalone",
+                "--config",
+                "config.yaml",
+                "--services",
+                "services.yaml",
+                "--node",
+                node,
+            ])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting ferrolb standalone")?;
+        let out = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Run {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Waits until a printed line satisfies `pred`; returns it.
+    fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            anyhow::ensure!(
+                !left.is_zero(),
+                "timed out waiting for {what}; saw {:?}",
+                self.seen
+            );
+            if let Ok(l) = self.lines.recv_timeout(left) {
+                self.seen.push(l.clone());
+                if pred(&l) {
+                    return Ok(l);
+                }
+            }
+        }
+    }
+
+    /// Waits until every Service in `names` has an assignment line; returns the last per Service.
+    fn assignments(&mut self, names: &[&str]) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        while names.iter().any(|n| !out.contains_key(*n)) {
+            let l = self.wait_for("assignments", |l| l.contains(" -> "))?;
+            if let Some((k, v)) = l.split_once(" -> ") {
+                out.insert(k.to_string(), v.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    fn kill(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, then the exit status must be success within the wait.
+    fn terminate(mut self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        // The child is `ip netns exec`, which execs ferrolb: same pid.
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                anyhow::ensure!(st.success(), "exit status {st}");
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn config(cidr: &str) -> String {
+    format!("address-pools:\n- name: pool-a\n  protocol: layer2\n  addresses: [{cidr}]\n")
+}
+
+fn services(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {n}\n  namespace: default\nspec:\n  type: LoadBalancer\n  ports:\n  - port: 80\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn state(dir: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("ferrolb-state.json"))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+#[test]
+fn sigkill_and_restart_keeps_every_assignment() -> Result<()> {
+    let ns = Netns::create("sa")?;
+    let dir = Dir::new("restart")?;
+    dir.write("config.yaml", &config("192.0.2.0/29"))?;
+    dir.write("services.yaml", &services(&["c", "d"]))?;
+    let mut run = Run::start(&ns, &dir.0, "node-1")?;
+    let first = run.assignments(&["default/c", "default/d"])?;
+    assert_eq!(first["default/c"], "192.0.2.0 (pool-a)");
+    assert_eq!(first["default/d"], "192.0.2.1 (pool-a)");
+    run.kill()?;
+    assert_eq!(
+        state(&dir.0)?["assignments"]["default/c"]["ips"][0],
+        "192.0.2.0"
+    );
+
+    // Services that sort first appear while it is down: a fresh computation would give them
+    // .0 and .1; the restarted process keeps c and d where they were.
+    dir.write("services.yaml", &services(&["a", "b", "c", "d"]))?;
+    let mut run = Run::start(&ns, &dir.0, "node-1")?;
+    let second = run.assignments(&["default/a", "default/b", "default/c", "default/d"])?;
+    assert_eq!(second["default/c"], first["default/c"]);
+    assert_eq!(second["default/d"], first["default/d"]);
+    assert_eq!(second["default/a"], "192.0.2.2 (pool-a)");
+    assert_eq!(second["default/b"], "192.0.2.3 (pool-a)");
+    run.kill()?;
+
+    // And once more: nothing moves.
+    let mut run = Run::start(&ns, &dir.0, "node-1")?;
+    let third = run.assignments(&["default/a", "default/b", "default/c", "default/d"])?;
+    assert_eq!(third, second);
+    run.terminate()
+}
+
+#[test]
+fn breaking_config_change_is_refused_until_the_service_is_gone() -> Result<()> {
+    let ns = Netns::create("sb")?;
+    let dir = Dir::new("refuse")?;
+    dir.write("config.yaml", &config("192.0.2.0/29"))?;
+    dir.write("services.yaml", &services(&["a", "b"]))?;
+    let mut run = Run::start(&ns, &dir.0, "node-1")?;
+    let before = run.assignments(&["default/a", "default/b"])?;
+    assert_eq!(before["default/a"], "192.0.2.0 (pool-a)");
+
+    dir.write("config.yaml", &config("192.0.2.1/32"))?;
+    let refusal = run.wait_for("refusal", |l| l.starts_with("config refused: service"))?;
+    assert!(
+        refusal.contains("default/a") && refusal.contains("192.0.2.0"),
+        "{refusal}"
+    );
+    run.wait_for("keeping", |l| {
+        l.contains("keeping the previous configuration")
+    })?;
+    let st = state(&dir.0)?;
+    assert_eq!(st["assignments"]["default/a"]["ips"][0], "192.0.2.0");
+    assert_eq!(st["assignments"]["default/b"]["ips"][0], "192.0.2.1");
+
+    // Deleting the offending Service lets the new config load; b keeps its address.
+    dir.write("services.yaml", &services(&["b"]))?;
+    run.wait_for("config loaded", |l| l == "config loaded")?;
+    run.wait_for("release", |l| l == "default/a released 192.0.2.0")?;
+    let st = state(&dir.0)?;
+    assert!(st["assignments"].get("default/a").is_none());
+    assert_eq!(st["assignments"]["default/b"]["ips"][0], "192.0.2.1");
+    run.terminate()
+}
+
+#[test]
+fn two_nodes_given_the_same_files_agree() -> Result<()> {
+    let names = ["web", "api", "db", "cache", "queue"];
+    let keys: Vec<String> = names.iter().map(|n| format!("default/{n}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut results = Vec::new();
+    let mut runs = Vec::new();
+    let mut keep = Vec::new();
+    for node in ["node-1", "node-2"] {
+        let ns = Netns::create("sn")?;
+        let dir = Dir::new(node)?;
+        dir.write("config.yaml", &config("198.51.100.8/29"))?;
+        dir.write("services.yaml", &services(&names))?;
+        let mut run = Run::start(&ns, &dir.0, node)?;
+        results.push(run.assignments(&keys)?);
+        runs.push(run);
+        keep.push((ns, dir));
+    }
+    assert_eq!(results[0], results[1]);
+    for run in runs {
+        run.terminate()?;
+    }
+    Ok(())
+}
