@@ -115,4 +115,17 @@ pub struct StandaloneArgs {
     /// The spec.loadBalancerClass served, besides Services without a class.
     #[arg(long = "class", default_value = "ferrolb")]
     pub load_balancer_class: String,
+    /// Memberlist bind address (UDP + TCP), e.g. `192.0.2.11:7946`; without it membership is
+    /// off and this node counts only itself as alive.
+    #[arg(long)]
+    pub ml_bind: Option<std::net::SocketAddr>,
+    /// Memberlist peers to join, `ADDR:PORT,...` (retried every second while alone).
+    #[arg(long, value_delimiter = ',')]
+    pub ml_join: Vec<std::net::SocketAddr>,
+    /// File holding the shared memberlist secret (else $FERROLB_ML_SECRET; never logged).
+    #[arg(long)]
+    pub ml_secret_file: Option<PathBuf>,
+    /// Failure-detection timers: `fast` (crash detected in about 0.4 s) or `lan` (about 3 s).
+    #[arg(long, default_value = "fast")]
+    pub ml_profile: ferrolb_speaker::membership::Profile,
 }

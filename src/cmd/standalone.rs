@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use ferrolb_speaker::membership::MemberlistConfig;
 use ferrolb_speaker::world::NodeInfo;
 use prometheus_client::registry::Registry;
 use tracing::error;
@@ -52,6 +53,7 @@ pub fn run(args: &StandaloneArgs) -> ExitCode {
         },
         class: args.load_balancer_class.clone(),
         poll: Duration::from_millis(500),
+        membership: None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -64,6 +66,22 @@ pub fn run(args: &StandaloneArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut opts = opts;
+    if let Some(bind) = args.ml_bind {
+        match MemberlistConfig::from_flags(
+            &args.node,
+            bind,
+            &args.ml_join,
+            args.ml_secret_file.as_deref(),
+            args.ml_profile,
+        ) {
+            Ok(c) => opts.membership = Some(c),
+            Err(e) => {
+                eprintln!("standalone: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let mut registry = Registry::default();
     let announcers = match crate::announce::announcers(&mut registry) {
         Ok(a) => a,
