@@ -133,6 +133,11 @@ impl Lab {
 
     /// Starts `ferrolb standalone` on node `i`, logging to `<dir>/<node>.log`.
     fn start_speaker(&mut self, i: usize) -> Result<()> {
+        self.start_speaker_with(i, &[])
+    }
+
+    /// Starts `ferrolb standalone` on node `i` with `extra` arguments.
+    fn start_speaker_with(&mut self, i: usize, extra: &[String]) -> Result<()> {
         let bin = ferrolb_e2e::ferrolb_bin()?;
         let node = &mut self.nodes[i];
         let log = fs::File::create(self.dir.join(format!("{}.log", node.name)))?;
@@ -148,7 +153,9 @@ impl Lab {
             .arg(&node.name)
             .arg("--state")
             .arg(self.dir.join(format!("state-{}", node.name)))
+            .args(extra)
             .env("RUST_LOG", "info")
+            .env("FERROLB_ML_SECRET", "layer2-e2e-shared-secret")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -429,5 +436,81 @@ fn arp_is_answered_during_a_flood_of_other_traffic() -> Result<()> {
     eprintln!("speaker CPU during a 60k-frame flood plus 3 ARP probes: {cpu:.2} s");
     assert_eq!(macs.len(), 3, "replies during the flood: {macs:?}");
     assert!(macs.iter().all(|m| *m == want));
+    Ok(())
+}
+
+/// With membership, three speakers agree on one winner per address: every ARP reply comes from a
+/// single node. When that node dies (every process in it SIGKILLed), the survivors elect a new
+/// winner, whose announcements move the client, and TCP resumes through it.
+#[test]
+fn one_winner_with_membership_and_failover_when_it_dies() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    let mut lab = Lab::new(3)?;
+    let addrs: Vec<String> = (0..3).map(|i| format!("192.0.2.{}:7946", 11 + i)).collect();
+    for i in 0..3 {
+        lab.serve(i)?;
+        let others: Vec<String> = (0..3)
+            .filter(|j| *j != i)
+            .map(|j| addrs[j].clone())
+            .collect();
+        let extra = vec![
+            "--ml-bind".to_string(),
+            addrs[i].clone(),
+            "--ml-join".to_string(),
+            others.join(","),
+        ];
+        lab.start_speaker_with(i, &extra)?;
+    }
+    let macs: Vec<String> = lab.nodes.iter().map(|n| n.mac.clone()).collect();
+    // Until the members have found each other each node counts only itself: wait for one MAC.
+    lab.wait_for(Duration::from_secs(20), "a single ARP answerer", || {
+        lab.arping(3)
+            .map(|m| m.len() == 3 && m.iter().all(|x| *x == m[0]))
+            .unwrap_or(false)
+    })?;
+    let winner_mac = lab.arping(3)?.first().cloned().context("no reply")?;
+    let winner = macs
+        .iter()
+        .position(|m| *m == winner_mac)
+        .context("reply from an unknown MAC")?;
+    let name = lab.nodes[winner].name.clone();
+    assert_eq!(lab.tcp(&format!("TCP4:{VIP4}:8080"))?, name);
+
+    lab.nodes[winner].ns.kill_all();
+    let killed = Instant::now();
+    let mut outage = None;
+    while killed.elapsed() < Duration::from_secs(10) {
+        let out = lab
+            .client
+            .command("socat")
+            .args([
+                "-T",
+                "1",
+                "-",
+                &format!("TCP4:{VIP4}:8080,connect-timeout=0.2"),
+            ])
+            .stdin(Stdio::null())
+            .output()?;
+        let who = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && !who.is_empty() && who != name {
+            outage = Some(killed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let outage = outage.context("TCP did not resume through another node within 10 s")?;
+    eprintln!(
+        "failover: TCP resumed {} ms after the winner was killed",
+        outage.as_millis()
+    );
+    assert!(outage < Duration::from_secs(2), "outage {outage:?}");
+    let after = lab.arping(3)?;
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(
+        after.iter().all(|m| *m == after[0] && *m != winner_mac),
+        "{after:?}"
+    );
     Ok(())
 }
