@@ -3,3 +3,4 @@
 pub mod codec;
 pub mod fsm;
 pub mod msg;
+pub mod pack;
