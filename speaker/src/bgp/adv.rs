@@ -1,0 +1,207 @@
+//! Which prefixes, with which attributes, one BGP session announces (pure).
+//!
+//! Input: the [`World`], the peer, and the session's local address (the NEXT_HOP). Only addresses
+//! in `bgp` pools count; `externalTrafficPolicy: Local` needs a ready endpoint on this node,
+//! `Cluster` one anywhere; a node the peer's node-selectors do not match announces nothing.
+//! Must not: do I/O or encode anything (pack.rs does).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ferrolb_config::{BgpAdvertisement, Peer, Protocol, TrafficPolicy};
+use ipnet::IpNet;
+
+use super::pack::{Attrs, RouteSet};
+use crate::world::World;
+
+/// The routes this node should hold at `peer` over a session whose local address is `local`.
+/// Prefixes of the other address family than the session are left out (no next hop for them).
+pub fn routes_for(world: &World, peer: &Peer, local: IpAddr) -> RouteSet {
+    let mut routes = RouteSet::new();
+    if !peer.selects_node(&world.node.labels) {
+        return routes;
+    }
+    let default_adv = [BgpAdvertisement::default()];
+    for svc in &world.services {
+        let key = &svc.service.key;
+        let ready = match svc.service.external_traffic_policy {
+            TrafficPolicy::Local => world.readiness.ready_on(key, &world.node.name),
+            TrafficPolicy::Cluster => world.readiness.ready_anywhere(key),
+        };
+        if !ready {
+            continue;
+        }
+        for ip in &svc.ips {
+            if ip.is_ipv4() != local.is_ipv4() {
+                continue;
+            }
+            let Some(pool) = world.config.pool_containing(ip) else {
+                continue;
+            };
+            if pool.protocol != Protocol::Bgp {
+                continue;
+            }
+            let advs: &[BgpAdvertisement] = if pool.bgp_advertisements.is_empty() {
+                &default_adv
+            } else {
+                &pool.bgp_advertisements
+            };
+            for adv in advs {
+                let len = if ip.is_ipv4() {
+                    adv.aggregation_length
+                } else {
+                    adv.aggregation_length_v6
+                };
+                let Ok(net) = IpNet::new(*ip, len) else {
+                    continue;
+                };
+                routes
+                    .entry(net.trunc())
+                    .or_insert_with(|| attrs(peer, adv, local));
+            }
+        }
+    }
+    routes
+}
+
+fn attrs(peer: &Peer, adv: &BgpAdvertisement, local: IpAddr) -> Attrs {
+    let ebgp = peer.is_ebgp();
+    Attrs {
+        as_path: if ebgp { vec![peer.my_asn] } else { vec![] },
+        next_hop_v4: match local {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        },
+        next_hop_v6: match local {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        },
+        local_pref: if ebgp { None } else { adv.local_pref },
+        communities: adv
+            .communities
+            .iter()
+            .map(|c| c.0)
+            .collect::<BTreeSet<u32>>(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::{AssignedService, NodeInfo, Readiness};
+    use ferrolb_config::{ServiceKey, ServiceView};
+    use std::collections::BTreeMap;
+
+    const CFG: &str = r#"
+peers:
+- my-asn: 64512
+  peer-asn: 64513
+  peer-address: 192.0.2.1
+- my-asn: 64512
+  peer-asn: 64512
+  peer-address: 192.0.2.1
+  node-selectors:
+  - match-labels:
+      rack: a
+bgp-communities:
+  lo: 64512:7
+address-pools:
+- name: b
+  protocol: bgp
+  addresses: [198.51.100.0/24, "2001:db8:100::/64"]
+  bgp-advertisements:
+  - localpref: 150
+    communities: [lo, "65000:1"]
+  - aggregation-length: 24
+- name: l2
+  protocol: layer2
+  addresses: [203.0.113.0/24]
+"#;
+
+    fn world(etp: TrafficPolicy, readiness: Readiness) -> World {
+        let config = ferrolb_config::parse(CFG).unwrap();
+        let mut svc = ServiceView::new_load_balancer(ServiceKey::new("ns", "web"));
+        svc.external_traffic_policy = etp;
+        World {
+            config,
+            node: NodeInfo {
+                name: "n1".into(),
+                labels: BTreeMap::new(),
+            },
+            services: vec![AssignedService {
+                service: svc,
+                ips: vec![
+                    "198.51.100.10".parse().unwrap(),
+                    "2001:db8:100::10".parse().unwrap(),
+                    "203.0.113.5".parse().unwrap(),
+                ],
+            }],
+            readiness,
+            live_nodes: ["n1".to_string()].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn ebgp_gets_path_next_hop_communities_and_aggregate_no_local_pref() {
+        let w = world(TrafficPolicy::Cluster, Readiness::AllReady);
+        let local: IpAddr = "192.0.2.2".parse().unwrap();
+        let r = routes_for(&w, &w.config.peers[0], local);
+        let keys: Vec<String> = r.keys().map(|k| k.to_string()).collect();
+        assert_eq!(keys, vec!["198.51.100.0/24", "198.51.100.10/32"]);
+        let a = &r[&"198.51.100.10/32".parse().unwrap()];
+        assert_eq!(a.as_path, vec![64512]);
+        assert_eq!(a.next_hop_v4, Some("192.0.2.2".parse().unwrap()));
+        assert_eq!(a.local_pref, None);
+        let want: BTreeSet<u32> = [(64512 << 16) | 7, (65000 << 16) | 1].into_iter().collect();
+        assert_eq!(a.communities, want);
+    }
+
+    #[test]
+    fn ibgp_gets_local_pref_and_empty_path_only_on_selected_nodes() {
+        let mut w = world(TrafficPolicy::Cluster, Readiness::AllReady);
+        let local: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(routes_for(&w, &w.config.peers[1], local).is_empty());
+        w.node.labels.insert("rack".into(), "a".into());
+        let r = routes_for(&w, &w.config.peers[1], local);
+        let a = &r[&"198.51.100.10/32".parse().unwrap()];
+        assert!(a.as_path.is_empty());
+        assert_eq!(a.local_pref, Some(150));
+    }
+
+    #[test]
+    fn ipv6_session_gets_ipv6_prefixes_with_v6_next_hop() {
+        let w = world(TrafficPolicy::Cluster, Readiness::AllReady);
+        let local: IpAddr = "2001:db8::2".parse().unwrap();
+        let r = routes_for(&w, &w.config.peers[0], local);
+        let keys: Vec<String> = r.keys().map(|k| k.to_string()).collect();
+        assert_eq!(keys, vec!["2001:db8:100::10/128"]);
+        assert_eq!(
+            r.values().next().unwrap().next_hop_v6,
+            Some("2001:db8::2".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn traffic_policy_local_needs_a_ready_endpoint_here() {
+        let key = ServiceKey::new("ns", "web");
+        let elsewhere = Readiness::Nodes(
+            [(key.clone(), ["n2".to_string()].into_iter().collect())]
+                .into_iter()
+                .collect(),
+        );
+        let local: IpAddr = "192.0.2.2".parse().unwrap();
+        let w = world(TrafficPolicy::Local, elsewhere.clone());
+        assert!(routes_for(&w, &w.config.peers[0], local).is_empty());
+        let w = world(TrafficPolicy::Cluster, elsewhere);
+        assert_eq!(routes_for(&w, &w.config.peers[0], local).len(), 2);
+        let here = Readiness::Nodes(
+            [(key, ["n1".to_string()].into_iter().collect())]
+                .into_iter()
+                .collect(),
+        );
+        let w = world(TrafficPolicy::Local, here);
+        assert_eq!(routes_for(&w, &w.config.peers[0], local).len(), 2);
+        let w = world(TrafficPolicy::Cluster, Readiness::Nodes(BTreeMap::new()));
+        assert!(routes_for(&w, &w.config.peers[0], local).is_empty());
+    }
+}
