@@ -73,7 +73,7 @@ impl Engine {
             Err(e) => {
                 self.pending = None;
                 step.lines.push(format!(
-                    "config refused: does not parse ({}); keeping the previous configuration",
+                    "config refused: {}; keeping the previous configuration",
                     e.trim()
                 ));
             }
@@ -272,7 +272,7 @@ mod tests {
         let mut e = Engine::new("ferrolb");
         e.offer_config(Ok(cfg("192.0.2.0/30")));
         e.reconcile(&[svc("a")], &BTreeMap::new());
-        let s = e.offer_config(Err("bad yaml".into()));
+        let s = e.offer_config(Err("does not parse: bad yaml".into()));
         assert!(s.lines[0].contains("does not parse"));
         assert_eq!(e.config(), Some(&cfg("192.0.2.0/30")));
     }

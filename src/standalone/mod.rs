@@ -130,7 +130,9 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
         }
         let mut dirty = false;
         if let Some(text) = config_file.changed(&opts.config) {
-            let parsed = text.and_then(|t| ferrolb_config::parse(&t).map_err(|e| e.to_string()));
+            let parsed = text.and_then(|t| {
+                ferrolb_config::parse(&t).map_err(|e| format!("does not parse: {e}"))
+            });
             if let Err(e) = &parsed {
                 warn!(path = %opts.config.display(), error = %e, "config does not parse");
             }
