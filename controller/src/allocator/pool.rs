@@ -300,4 +300,33 @@ mod tests {
         ));
         assert_eq!(p.lowest_free(IpFamily::V4), Some(ip("192.0.2.5")));
     }
+
+    proptest::proptest! {
+        /// The interval index agrees with a naive model: lowest free = lowest untaken non-buggy
+        /// address; take/release keep `in_use` exact.
+        #[test]
+        fn matches_a_naive_model(
+            avoid in proptest::bool::ANY,
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u32..40), 0..120),
+        ) {
+            let mut p = PoolIndex::new(&pool(&[("198.51.100.240", "198.51.101.15")], avoid));
+            let base = u32::from(std::net::Ipv4Addr::new(198, 51, 100, 240));
+            let addr = |o: u32| IpAddr::V4(std::net::Ipv4Addr::from(base + o));
+            let usable: Vec<u32> = (0..32).filter(|o| !(avoid && is_buggy_ip(&addr(*o)))).collect();
+            proptest::prop_assert_eq!(p.usable(), usable.len() as u128);
+            let mut taken = std::collections::BTreeSet::new();
+            for (take, o) in ops {
+                if take {
+                    let ok = p.take(&addr(o));
+                    proptest::prop_assert_eq!(ok, usable.contains(&o) && taken.insert(o));
+                } else {
+                    p.release(&addr(o));
+                    taken.remove(&o);
+                }
+                let naive = usable.iter().find(|o| !taken.contains(*o)).map(|o| addr(*o));
+                proptest::prop_assert_eq!(p.lowest_free(IpFamily::V4), naive);
+                proptest::prop_assert_eq!(p.in_use(), taken.len() as u64);
+            }
+        }
+    }
 }
