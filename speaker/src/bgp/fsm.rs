@@ -118,6 +118,11 @@ impl Fsm {
         }
     }
 
+    /// Sets the router id (known only once the local address of the connection is).
+    pub fn set_router_id(&mut self, id: Ipv4Addr) {
+        self.params.router_id = id;
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

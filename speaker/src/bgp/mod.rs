@@ -1,7 +1,10 @@
 //! BGP announcer: codec wrapper, sans-IO session FSM, UPDATE packing, tokio session driver.
 
 pub mod adv;
+pub mod announcer;
 pub mod codec;
 pub mod fsm;
+pub mod md5;
 pub mod msg;
 pub mod pack;
+pub mod session;

@@ -1,0 +1,328 @@
+//! tokio driver for one BGP peer: owns the socket and the timers, feeds the FSM, sends the
+//! routes `adv.rs` picks for the latest world, packed by `pack.rs`.
+//!
+//! Must not: decide anything the FSM or the pure modules decide; it only moves bytes and time.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolb_config::Peer;
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tracing::{debug, info, warn};
+
+use super::codec::{Codec, DecodeError};
+use super::fsm::{Fsm, Input, Output, Params, State, Timer};
+use super::msg::{code, Message};
+use super::pack::{self, RouteSet};
+use super::{adv, md5};
+use crate::world::World;
+
+/// Why the session task ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The speaker shuts down: withdraw and Cease (administrative shutdown).
+    Shutdown,
+    /// The peer left the config: withdraw and Cease (peer de-configured).
+    Removed,
+}
+
+/// Connect-retry backoff bounds.
+pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Longest wait for a TCP handshake (the loop does nothing else meanwhile).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn params(peer: &Peer) -> Params {
+    let secs = |d: Duration| u16::try_from(d.as_secs()).unwrap_or(u16::MAX);
+    Params {
+        my_asn: peer.my_asn,
+        peer_asn: peer.peer_asn,
+        router_id: peer.router_id.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        hold_time: secs(peer.hold_time),
+        keepalive: Some(peer.keepalive_time).filter(|k| !k.is_zero()),
+        retry_initial: RETRY_INITIAL,
+        retry_max: RETRY_MAX,
+    }
+}
+
+/// Opens the TCP connection: source address, MD5 key, TTL, then connect.
+async fn connect(peer: &Peer) -> std::io::Result<TcpStream> {
+    let remote = SocketAddr::new(peer.peer_address, peer.peer_port);
+    let domain = socket2::Domain::for_address(remote);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if let Some(pw) = &peer.password {
+        md5::set_md5(&sock, remote, pw.as_bytes())?;
+    }
+    if peer.is_ebgp() {
+        let ttl = if peer.ebgp_multihop { 255 } else { 1 };
+        if remote.is_ipv4() {
+            sock.set_ttl_v4(ttl)?;
+        } else {
+            sock.set_unicast_hops_v6(ttl)?;
+        }
+    }
+    if let Some(src) = peer.source_address {
+        sock.bind(&SocketAddr::new(src, 0).into())?;
+    }
+    sock.set_nonblocking(true)?;
+    let sock = TcpSocket::from_std_stream(std::net::TcpStream::from(sock));
+    sock.connect(remote).await
+}
+
+/// Timer deadlines the FSM asked for.
+#[derive(Debug, Default)]
+struct Timers {
+    connect_retry: Option<Instant>,
+    hold: Option<Instant>,
+    keepalive: Option<Instant>,
+}
+
+impl Timers {
+    fn slot(&mut self, t: Timer) -> &mut Option<Instant> {
+        match t {
+            Timer::ConnectRetry => &mut self.connect_retry,
+            Timer::Hold => &mut self.hold,
+            Timer::Keepalive => &mut self.keepalive,
+        }
+    }
+
+    /// The earliest armed timer.
+    fn next(&self) -> Option<(Instant, Timer)> {
+        [
+            (self.connect_retry, Timer::ConnectRetry),
+            (self.hold, Timer::Hold),
+            (self.keepalive, Timer::Keepalive),
+        ]
+        .into_iter()
+        .filter_map(|(d, t)| d.map(|d| (d, t)))
+        .min()
+    }
+}
+
+/// One peer's session state outside the FSM.
+struct Driver {
+    peer: Peer,
+    fsm: Fsm,
+    timers: Timers,
+    conn: Option<Framed<TcpStream, Codec>>,
+    local: Option<IpAddr>,
+    /// What the peer holds from us now.
+    sent: RouteSet,
+    world: Arc<World>,
+    up: watch::Sender<bool>,
+}
+
+/// Runs one session until `stop` says why to end. `world` carries every update; `up` reports
+/// whether the session is Established.
+pub async fn run(
+    peer: Peer,
+    mut world: watch::Receiver<Arc<World>>,
+    mut stop: watch::Receiver<Option<StopReason>>,
+    up: watch::Sender<bool>,
+) {
+    let first = world.borrow_and_update().clone();
+    let mut d = Driver {
+        fsm: Fsm::new(params(&peer)),
+        peer,
+        timers: Timers::default(),
+        conn: None,
+        local: None,
+        sent: RouteSet::new(),
+        world: first,
+        up,
+    };
+    d.input(Input::Start).await;
+    loop {
+        let next = d.timers.next();
+        tokio::select! {
+            _ = async { match next { Some((at, _)) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                if let Some((_, t)) = next {
+                    *d.timers.slot(t) = None;
+                    d.input(Input::TimerExpired(t)).await;
+                }
+            }
+            msg = async { match d.conn.as_mut() { Some(c) => c.next().await, None => std::future::pending().await } } => {
+                let input = match msg {
+                    Some(Ok(m)) => { debug!(peer = %d.peer.peer_address, ?m, "received"); Input::Received(m) }
+                    Some(Err(DecodeError::Malformed { notification, detail })) => {
+                        warn!(peer = %d.peer.peer_address, %detail, "malformed message");
+                        Input::DecodeError(notification)
+                    }
+                    Some(Err(DecodeError::Io(e))) => { debug!(peer = %d.peer.peer_address, error = %e, "read failed"); Input::TcpClosed }
+                    None => Input::TcpClosed,
+                };
+                d.input(input).await;
+            }
+            changed = world.changed() => {
+                if changed.is_err() { break; }
+                d.world = world.borrow_and_update().clone();
+                if let Some(i) = d.sync().await {
+                    d.input(i).await;
+                }
+            }
+            _ = stop.changed() => {
+                let reason = (*stop.borrow()).unwrap_or(StopReason::Shutdown);
+                d.shutdown(reason).await;
+                return;
+            }
+        }
+    }
+    d.shutdown(StopReason::Shutdown).await;
+}
+
+impl Driver {
+    /// Feeds one input and carries out the outputs (which may produce further inputs).
+    async fn input(&mut self, input: Input) {
+        let mut queue = std::collections::VecDeque::from([input]);
+        while let Some(i) = queue.pop_front() {
+            for out in self.fsm.handle(i) {
+                if let Some(next) = self.output(out).await {
+                    queue.push_back(next);
+                }
+            }
+        }
+    }
+
+    async fn output(&mut self, out: Output) -> Option<Input> {
+        let peer = self.peer.peer_address;
+        match out {
+            Output::Connect => match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.peer))
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            {
+                Ok(stream) => {
+                    let local = stream.local_addr().ok().map(|a| a.ip());
+                    self.local = local;
+                    if self.peer.router_id.is_none() {
+                        let id = match local {
+                            Some(IpAddr::V4(a)) => a,
+                            _ => Ipv4Addr::new(192, 0, 2, 254),
+                        };
+                        self.fsm.set_router_id(id);
+                    }
+                    info!(%peer, ?local, "TCP connected");
+                    self.conn = Some(Framed::new(stream, Codec::default()));
+                    Some(Input::TcpConnected)
+                }
+                Err(e) => {
+                    debug!(%peer, error = %e, "connect failed");
+                    Some(Input::TcpFailed)
+                }
+            },
+            Output::CloseTcp => {
+                self.conn = None;
+                None
+            }
+            Output::Send(m) => self.send(m).await,
+            Output::SetTimer(t, d) => {
+                *self.timers.slot(t) = Some(Instant::now() + d);
+                None
+            }
+            Output::CancelTimer(t) => {
+                *self.timers.slot(t) = None;
+                None
+            }
+            Output::Established { hold_time, .. } => {
+                info!(%peer, hold_time, "session established");
+                let _ = self.up.send(true);
+                self.sent.clear();
+                if let Some(i) = self.sync().await {
+                    return Some(i);
+                }
+                self.send_eor().await
+            }
+            Output::ResendAll { afi } => {
+                info!(%peer, afi, "route refresh: re-sending");
+                self.sent.clear();
+                if let Some(i) = self.sync().await {
+                    return Some(i);
+                }
+                self.send_eor().await
+            }
+            Output::Down { reason } => {
+                info!(%peer, %reason, "session down");
+                let _ = self.up.send(false);
+                self.sent.clear();
+                None
+            }
+        }
+    }
+
+    async fn send(&mut self, m: Message) -> Option<Input> {
+        let conn = self.conn.as_mut()?;
+        match conn.send(m).await {
+            Ok(()) => None,
+            Err(e) => {
+                debug!(peer = %self.peer.peer_address, error = %e, "write failed");
+                Some(Input::TcpClosed)
+            }
+        }
+    }
+
+    async fn send_eor(&mut self) -> Option<Input> {
+        for v6 in [false, true] {
+            match pack::end_of_rib(v6) {
+                Ok(b) => {
+                    if let Some(i) = self.send(Message::Update(b)).await {
+                        return Some(i);
+                    }
+                }
+                Err(e) => warn!(error = %e, "End-of-RIB"),
+            }
+        }
+        None
+    }
+
+    /// Sends the difference between what the peer holds and what it should hold.
+    async fn sync(&mut self) -> Option<Input> {
+        if self.fsm.state() != State::Established {
+            return None;
+        }
+        let local = self.local?;
+        let want = adv::routes_for(&self.world, &self.peer, local);
+        let (announce, withdraw) = pack::diff(&self.sent, &want);
+        if announce.is_empty() && withdraw.is_empty() {
+            return None;
+        }
+        match pack::updates(&announce, &withdraw) {
+            Ok(msgs) => {
+                info!(peer = %self.peer.peer_address, announce = announce.len(), withdraw = withdraw.len(), updates = msgs.len(), "sending routes");
+                for m in msgs {
+                    if let Some(i) = self.send(Message::Update(m)).await {
+                        return Some(i);
+                    }
+                }
+                self.sent = want;
+            }
+            Err(e) => warn!(peer = %self.peer.peer_address, error = %e, "cannot encode routes"),
+        }
+        None
+    }
+
+    /// Withdraws everything, sends Cease, closes.
+    async fn shutdown(&mut self, reason: StopReason) {
+        if self.fsm.state() == State::Established && !self.sent.is_empty() {
+            let withdraw = self.sent.keys().copied().collect();
+            if let Ok(msgs) = pack::updates(&RouteSet::new(), &withdraw) {
+                for m in msgs {
+                    if self.send(Message::Update(m)).await.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        let cease_subcode = match reason {
+            StopReason::Shutdown => code::CEASE_ADMIN_SHUTDOWN,
+            StopReason::Removed => code::CEASE_PEER_DECONFIGURED,
+        };
+        for out in self.fsm.handle(Input::Stop { cease_subcode }) {
+            let _ = self.output(out).await;
+        }
+        info!(peer = %self.peer.peer_address, ?reason, "session stopped");
+    }
+}
