@@ -463,6 +463,15 @@ fn view(n: u8, share: Option<u8>, port: u16, request: Option<u8>) -> ServiceView
     v
 }
 
+const DUAL_SMALL: &str = "address-pools:
+- name: v4
+  protocol: layer2
+  addresses: [192.0.2.0/30]
+- name: dual
+  protocol: layer2
+  addresses: [198.51.100.0/30, '2001:db8::/126']
+";
+
 const SMALL: &str = "address-pools:\n- name: p\n  protocol: layer2\n  addresses: [192.0.2.8/29]\n";
 
 fn run(ops: &[Op]) -> (Allocator, BTreeMap<ServiceKey, ServiceView>) {
@@ -554,6 +563,50 @@ proptest! {
         }
         for (k, ip) in kept {
             prop_assert_eq!(&a.assignment(&k).unwrap().ips, &vec![ip]);
+        }
+    }
+
+    #[test]
+    fn dual_stack_addresses_come_from_one_pool_one_per_family(
+        specs in proptest::collection::vec((0u8..3, 0u8..2, proptest::option::of(0u8..2), 80u16..82), 1..30),
+    ) {
+        let c = cfg(DUAL_SMALL);
+        let mut a = Allocator::new(c.clone(), CLASS);
+        let mut views = BTreeMap::new();
+        for (i, (policy, primary, share, port)) in specs.into_iter().enumerate() {
+            let mut v = with_port(svc(&format!("d{i:02}")), port);
+            v.ip_family_policy = [IpFamilyPolicy::SingleStack, IpFamilyPolicy::PreferDualStack, IpFamilyPolicy::RequireDualStack][policy as usize];
+            v.ip_families = if primary == 0 { vec![IpFamily::V4] } else { vec![IpFamily::V6] };
+            if let Some(k) = share {
+                v = with_ann(v, annotations::ALLOW_SHARED_IP, &format!("key{k}"));
+            }
+            if a.allocate(&v).is_ok() {
+                views.insert(v.key.clone(), v);
+            }
+        }
+        let mut by_ip: BTreeMap<IpAddr, Vec<ServiceKey>> = BTreeMap::new();
+        for (k, asg) in a.assignments() {
+            let pool = c.pool(&asg.pool).unwrap();
+            let fams: BTreeSet<IpFamily> = asg.ips.iter().map(IpFamily::of).collect();
+            prop_assert_eq!(fams.len(), asg.ips.len(), "one address per family: {:?}", asg.ips);
+            prop_assert!(asg.ips.iter().all(|ip| pool.may_assign(ip)));
+            let v = &views[&k];
+            match v.ip_family_policy {
+                IpFamilyPolicy::SingleStack => prop_assert_eq!(asg.ips.len(), 1),
+                IpFamilyPolicy::RequireDualStack => prop_assert_eq!(asg.ips.len(), 2),
+                IpFamilyPolicy::PreferDualStack => {}
+            }
+            prop_assert_eq!(IpFamily::of(&asg.ips[0]), v.ip_families[0]);
+            for ip in asg.ips {
+                by_ip.entry(ip).or_default().push(k.clone());
+            }
+        }
+        for holders in by_ip.values() {
+            for (i, x) in holders.iter().enumerate() {
+                for y in &holders[i + 1..] {
+                    prop_assert!(compatible(&info(&views[x]), &info(&views[y])).is_ok());
+                }
+            }
         }
     }
 }
