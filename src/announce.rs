@@ -10,8 +10,11 @@ use prometheus_client::registry::Registry;
 /// Starts every announcer of this process (each owns its threads or tasks until `shutdown`),
 /// registering their metrics into `registry`.
 pub fn announcers(registry: &mut Registry) -> anyhow::Result<Vec<Box<dyn Announcer>>> {
-    let all: Vec<Box<dyn Announcer>> = vec![Box::new(Layer2Announcer::start_with_metrics(
-        Layer2Metrics::register(registry),
-    )?)];
+    let all: Vec<Box<dyn Announcer>> = vec![
+        Box::new(Layer2Announcer::start_with_metrics(
+            Layer2Metrics::register(registry),
+        )?),
+        Box::new(ferrolb_speaker::bgp::announcer::BgpAnnouncer::start()),
+    ];
     Ok(all)
 }

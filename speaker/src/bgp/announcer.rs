@@ -32,7 +32,8 @@ struct Session {
 /// BGP announcer over in-process sessions.
 #[derive(Debug)]
 pub struct BgpAnnouncer {
-    runtime: Handle,
+    /// Taken from the first `apply` when not given (apply runs inside the runtime).
+    runtime: Option<Handle>,
     sessions: Vec<Session>,
 }
 
@@ -40,7 +41,15 @@ impl BgpAnnouncer {
     /// Sessions run on `runtime`.
     pub fn new(runtime: Handle) -> Self {
         BgpAnnouncer {
-            runtime,
+            runtime: Some(runtime),
+            sessions: Vec::new(),
+        }
+    }
+
+    /// Sessions run on the runtime that calls the first `apply`.
+    pub fn start() -> Self {
+        BgpAnnouncer {
+            runtime: None,
             sessions: Vec::new(),
         }
     }
@@ -65,6 +74,14 @@ impl Announcer for BgpAnnouncer {
     }
 
     fn apply(&mut self, world: Arc<World>) {
+        let runtime = match self.runtime.clone().map_or_else(Handle::try_current, Ok) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %e, "BGP announcer applied outside a tokio runtime: ignored");
+                return;
+            }
+        };
+        self.runtime = Some(runtime.clone());
         let wanted: Vec<&Peer> = world
             .config
             .peers
@@ -90,9 +107,7 @@ impl Announcer for BgpAnnouncer {
             let (world_tx, world_rx) = watch::channel(world.clone());
             let (stop_tx, stop_rx) = watch::channel(None);
             let (up_tx, up_rx) = watch::channel(false);
-            let task = self
-                .runtime
-                .spawn(session::run(peer.clone(), world_rx, stop_rx, up_tx));
+            let task = runtime.spawn(session::run(peer.clone(), world_rx, stop_rx, up_tx));
             self.sessions.push(Session {
                 peer: peer.clone(),
                 world: world_tx,
