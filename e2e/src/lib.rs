@@ -8,6 +8,7 @@
 
 pub mod k8s;
 pub mod netns;
+pub mod routers;
 
 use std::path::PathBuf;
 

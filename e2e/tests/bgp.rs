@@ -1,0 +1,302 @@
+//! BGP end to end: `ferrolb standalone` in a node namespace peers with BIRD in a router
+//! namespace over a veth link (192.0.2.0/24, 2001:db8::/64). Verified with `birdc`: eBGP and
+//! iBGP attributes, source-address, IPv6 via MP-BGP, MD5 right/wrong, withdrawal when the Service goes,
+//! re-announcement after BIRD restarts, hold timer after the router's link goes down.
+//! Root only; every namespace is removed on drop.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ferrolb_e2e::netns::{veth, Netns};
+use ferrolb_e2e::routers::Bird;
+
+const CONFIG: &str = "\
+peers:
+- peer-address: 192.0.2.1
+  peer-asn: 64513
+  my-asn: 64512
+  hold-time: 3s
+  password: right-secret
+- peer-address: 192.0.2.3
+  peer-asn: 64512
+  my-asn: 64512
+  source-address: 192.0.2.5
+- peer-address: 192.0.2.4
+  peer-asn: 64513
+  my-asn: 64512
+  password: wrong-secret
+  source-address: 192.0.2.6
+- peer-address: 2001:db8::1
+  peer-asn: 64513
+  my-asn: 64512
+bgp-communities:
+  tag: 64512:100
+address-pools:
+- name: bgp
+  protocol: bgp
+  addresses:
+  - 198.51.100.10/32
+  - 2001:db8:100::10/128
+  bgp-advertisements:
+  - localpref: 150
+    communities: [tag]
+";
+
+const SVC4: &str = "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: default
+spec:
+  type: LoadBalancer
+  ipFamilies: [IPv4]
+  ipFamilyPolicy: SingleStack
+  ports:
+  - port: 8080
+    protocol: TCP
+";
+
+const SVC6: &str = "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: web6
+  namespace: default
+spec:
+  type: LoadBalancer
+  ipFamilies: [IPv6]
+  ipFamilyPolicy: SingleStack
+  ports:
+  - port: 8080
+    protocol: TCP
+";
+
+const BIRD_CONF: &str = r#"
+router id 192.0.2.1;
+protocol device {}
+protocol bgp ebgp4 {
+  local 192.0.2.1 as 64513; neighbor 192.0.2.2 as 64512; passive on;
+  password "right-secret";
+  ipv4 { import all; export none; };
+}
+protocol bgp ibgp4 {
+  local 192.0.2.3 as 64512; neighbor 192.0.2.5 as 64512; passive on;
+  direct;
+  ipv4 { import all; export none; };
+}
+protocol bgp wrong4 {
+  local 192.0.2.4 as 64513; neighbor 192.0.2.6 as 64512; passive on;
+  password "other-secret";
+  ipv4 { import all; export none; };
+}
+protocol bgp ebgp6 {
+  local 2001:db8::1 as 64513; neighbor 2001:db8::2 as 64512; passive on;
+  ipv6 { import all; export none; };
+}
+"#;
+
+struct Lab {
+    speaker: Option<Child>,
+    bird: Bird,
+    dir: PathBuf,
+    router: Netns,
+    node: Netns,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.speaker.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Lab {
+    fn new() -> Result<Lab> {
+        ferrolb_e2e::netns::remove_stale();
+        let router = Netns::create("rt")?;
+        let node = Netns::create("nd")?;
+        veth(&router, "r0", &node, "n0")?;
+        for a in [
+            "192.0.2.1/24",
+            "192.0.2.3/24",
+            "192.0.2.4/24",
+            "2001:db8::1/64",
+        ] {
+            router.add_addr("r0", a)?;
+        }
+        // One node address per session: Linux keys TCP MD5 by peer address, so BIRD's keys
+        // for one address would apply to every session from it.
+        for a in ["192.0.2.2/24", "192.0.2.5/24", "192.0.2.6/24"] {
+            node.add_addr("n0", a)?;
+        }
+        node.add_addr("n0", "2001:db8::2/64")?;
+        let dir = std::env::temp_dir().join(format!("flb-{}-bgp", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("config.yaml"), CONFIG)?;
+        fs::write(dir.join("services.yaml"), format!("{SVC4}---\n{SVC6}"))?;
+        std::thread::sleep(Duration::from_millis(300));
+        let bird = Bird::start(&router, &dir, BIRD_CONF)?;
+        let bin = ferrolb_e2e::ferrolb_bin()?;
+        let log = fs::File::create(dir.join("node.log"))?;
+        let speaker = node
+            .command(&bin.to_string_lossy())
+            .arg("standalone")
+            .arg("--config")
+            .arg(dir.join("config.yaml"))
+            .arg("--services")
+            .arg(dir.join("services.yaml"))
+            .arg("--node")
+            .arg("node-0")
+            .arg("--state")
+            .arg(dir.join("state"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("could not start ferrolb standalone")?;
+        Ok(Lab {
+            speaker: Some(speaker),
+            bird,
+            dir,
+            router,
+            node,
+        })
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    fn wait_for(&self, limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if check() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "{what}: not within {limit:?}\n--- ferrolb ---\n{}\n--- bird protocols ---\n{}",
+            self.log(),
+            self.bird.birdc(&["show", "protocols"]).unwrap_or_default()
+        )
+    }
+
+    fn route_has(&self, proto: &str, needle: &str) -> bool {
+        self.bird
+            .routes(proto)
+            .map(|o| o.contains(needle))
+            .unwrap_or(false)
+    }
+}
+
+fn skip() -> bool {
+    if !ferrolb_e2e::is_root() || !ferrolb_e2e::have_programs(&["bird", "birdc"]) {
+        eprintln!("SKIP: needs root and bird2");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn bird_sessions_attributes_md5_withdraw_restart_and_hold_timer() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    let mut lab = Lab::new()?;
+    let limit = Duration::from_secs(20);
+    for p in ["ebgp4", "ibgp4", "ebgp6"] {
+        lab.wait_for(limit, &format!("{p} Established"), || {
+            lab.bird.established(p)
+        })?;
+    }
+    lab.wait_for(limit, "eBGP route", || {
+        lab.route_has("ebgp4", "198.51.100.10/32")
+    })?;
+
+    // eBGP: AS path is the sequence [64512] (a set would print as {64512}), next hop is the
+    // node's address, communities present, our local-pref not sent.
+    let e = lab.bird.routes("ebgp4")?;
+    assert!(e.contains("BGP.as_path: 64512\n"), "{e}");
+    assert!(!e.contains('{'), "AS path must not be a set: {e}");
+    assert!(e.contains("BGP.next_hop: 192.0.2.2"), "{e}");
+    assert!(e.contains("BGP.community: (64512,100)"), "{e}");
+    assert!(!e.contains("BGP.local_pref: 150"), "{e}");
+    assert!(
+        !e.contains("2001:db8:100"),
+        "no IPv6 prefix on the IPv4 session: {e}"
+    );
+
+    // iBGP: empty AS path, local-pref 150.
+    lab.wait_for(limit, "iBGP route", || {
+        lab.route_has("ibgp4", "198.51.100.10/32")
+    })?;
+    let i = lab.bird.routes("ibgp4")?;
+    assert!(i.contains("BGP.local_pref: 150"), "{i}");
+    assert!(
+        i.contains("BGP.next_hop: 192.0.2.5"),
+        "source-address is the next hop: {i}"
+    );
+    assert!(!i.contains("BGP.as_path: 64512"), "{i}");
+
+    // IPv6 VIP via MP-BGP, next hop the node's IPv6 address.
+    lab.wait_for(limit, "IPv6 route", || {
+        lab.route_has("ebgp6", "2001:db8:100::10/128")
+    })?;
+    let v6 = lab.bird.routes("ebgp6")?;
+    assert!(v6.contains("BGP.next_hop: 2001:db8::2"), "{v6}");
+    assert!(v6.contains("BGP.as_path: 64512\n"), "{v6}");
+
+    // MD5: the wrong password never comes up (the right one did, above).
+    assert!(!lab.bird.established("wrong4"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!lab.bird.established("wrong4"));
+
+    // The IPv4 Service goes: withdrawn at both IPv4 peers, IPv6 stays.
+    fs::write(lab.dir.join("services.yaml"), SVC6)?;
+    lab.wait_for(limit, "withdrawal", || {
+        !lab.route_has("ebgp4", "198.51.100.10") && !lab.route_has("ibgp4", "198.51.100.10")
+    })?;
+    assert!(lab.route_has("ebgp6", "2001:db8:100::10/128"));
+    fs::write(lab.dir.join("services.yaml"), format!("{SVC4}---\n{SVC6}"))?;
+    lab.wait_for(limit, "re-announced", || {
+        lab.route_has("ebgp4", "198.51.100.10/32")
+    })?;
+
+    // BIRD restarts: the speaker reconnects and announces again.
+    lab.bird.restart()?;
+    lab.wait_for(
+        Duration::from_secs(40),
+        "re-announced after BIRD restart",
+        || {
+            lab.route_has("ebgp4", "198.51.100.10/32")
+                && lab.route_has("ebgp6", "2001:db8:100::10/128")
+        },
+    )?;
+
+    // The router goes silent: the 3 s hold timer fires, the session comes back afterwards.
+    let before = lab.log().matches("hold timer expired").count();
+    lab.router.ip(&["link", "set", "r0", "down"])?;
+    let started = Instant::now();
+    lab.wait_for(Duration::from_secs(10), "hold timer expiry", || {
+        lab.log().matches("hold timer expired").count() > before
+    })?;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "hold timer took {took:?}");
+    lab.router.ip(&["link", "set", "r0", "up"])?;
+    lab.wait_for(
+        Duration::from_secs(60),
+        "session back after link up",
+        || lab.bird.established("ebgp4") && lab.route_has("ebgp4", "198.51.100.10/32"),
+    )?;
+    let _ = &lab.node;
+    Ok(())
+}
