@@ -112,3 +112,99 @@ impl Drop for Bird {
         self.stop();
     }
 }
+
+/// A GoBGP daemon running in a namespace (gRPC API on the namespace's own 127.0.0.1); killed on
+/// drop.
+#[derive(Debug)]
+pub struct Gobgp {
+    ns_name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Gobgp {
+    /// Writes `config` (TOML) to `<dir>/gobgpd.toml` and starts gobgpd in `ns`.
+    pub fn start(ns: &Netns, dir: &Path, config: &str) -> Result<Gobgp> {
+        let conf = dir.join("gobgpd.toml");
+        fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
+        let log = dir.join("gobgpd.out");
+        let out = fs::File::create(&log)?;
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                "gobgpd",
+                "-t",
+                "toml",
+                "-p",
+                "-f",
+            ])
+            .arg(&conf)
+            .args(["--api-hosts", "127.0.0.1:50051", "--pprof-disable"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("could not start gobgpd")?;
+        let g = Gobgp {
+            ns_name: ns.name().to_string(),
+            child: Some(child),
+            log,
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if g.gobgp(&["global"]).is_ok() {
+                return Ok(g);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "gobgpd did not come up: {}",
+            fs::read_to_string(&g.log).unwrap_or_default()
+        )
+    }
+
+    /// Runs `gobgp ARGS` against this daemon.
+    pub fn gobgp(&self, args: &[&str]) -> Result<String> {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns_name,
+                "gobgp",
+                "-u",
+                "127.0.0.1",
+                "-p",
+                "50051",
+            ])
+            .args(args)
+            .output()
+            .context("could not run gobgp")?;
+        if !out.status.success() {
+            bail!("gobgp {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `gobgp global rib -a FAMILY`.
+    pub fn rib(&self, family: &str) -> Result<String> {
+        self.gobgp(&["global", "rib", "-a", family])
+    }
+
+    /// `gobgp neighbor` lists `addr` as Establ.
+    pub fn established(&self, addr: &str) -> bool {
+        self.gobgp(&["neighbor"])
+            .map(|o| o.lines().any(|l| l.contains(addr) && l.contains("Establ")))
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Gobgp {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ferrolb_e2e::netns::{veth, Netns};
-use ferrolb_e2e::routers::Bird;
+use ferrolb_e2e::routers::{Bird, Gobgp};
 
 const CONFIG: &str = "\
 peers:
@@ -298,5 +298,173 @@ fn bird_sessions_attributes_md5_withdraw_restart_and_hold_timer() -> Result<()> 
         || lab.bird.established("ebgp4") && lab.route_has("ebgp4", "198.51.100.10/32"),
     )?;
     let _ = &lab.node;
+    Ok(())
+}
+
+const GOBGP_CONF: &str = r#"
+[global.config]
+  as = 64513
+  router-id = "192.0.2.1"
+  local-address-list = ["192.0.2.1", "2001:db8::1"]
+
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "192.0.2.2"
+    peer-as = 64512
+  [neighbors.transport.config]
+    passive-mode = true
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "2001:db8::2"
+    peer-as = 64512
+  [neighbors.transport.config]
+    passive-mode = true
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv6-unicast"
+"#;
+
+const SIMPLE_CONFIG: &str = "\
+peers:
+- peer-address: 192.0.2.1
+  peer-asn: 64513
+  my-asn: 64512
+- peer-address: 2001:db8::1
+  peer-asn: 64513
+  my-asn: 64512
+bgp-communities:
+  tag: 64512:100
+address-pools:
+- name: bgp
+  protocol: bgp
+  addresses:
+  - 198.51.100.10/32
+  - 2001:db8:100::10/128
+  bgp-advertisements:
+  - communities: [tag]
+";
+
+/// Router and node namespaces on one veth link, a temp dir, ferrolb started on the node.
+struct Simple {
+    speaker: Child,
+    dir: PathBuf,
+    _node: Netns,
+    router: Netns,
+}
+
+impl Drop for Simple {
+    fn drop(&mut self) {
+        let _ = self.speaker.kill();
+        let _ = self.speaker.wait();
+    }
+}
+
+impl Simple {
+    fn new(tag: &str) -> Result<Simple> {
+        ferrolb_e2e::netns::remove_stale();
+        let router = Netns::create("rt")?;
+        let node = Netns::create("nd")?;
+        veth(&router, "r0", &node, "n0")?;
+        router.add_addr("r0", "192.0.2.1/24")?;
+        router.add_addr("r0", "2001:db8::1/64")?;
+        node.add_addr("n0", "192.0.2.2/24")?;
+        node.add_addr("n0", "2001:db8::2/64")?;
+        let dir = std::env::temp_dir().join(format!("flb-{}-{tag}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("config.yaml"), SIMPLE_CONFIG)?;
+        fs::write(dir.join("services.yaml"), format!("{SVC4}---\n{SVC6}"))?;
+        std::thread::sleep(Duration::from_millis(300));
+        let bin = ferrolb_e2e::ferrolb_bin()?;
+        let log = fs::File::create(dir.join("node.log"))?;
+        let speaker = node
+            .command(&bin.to_string_lossy())
+            .args(["standalone", "--node", "node-0", "--config"])
+            .arg(dir.join("config.yaml"))
+            .arg("--services")
+            .arg(dir.join("services.yaml"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("could not start ferrolb standalone")?;
+        Ok(Simple {
+            speaker,
+            dir,
+            _node: node,
+            router,
+        })
+    }
+
+    fn wait_for(&self, limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if check() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "{what}: not within {limit:?}\n--- ferrolb ---\n{}",
+            fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+        )
+    }
+}
+
+#[test]
+fn gobgp_sees_sequence_path_communities_ipv6_and_withdrawal() -> Result<()> {
+    if !ferrolb_e2e::is_root() || !ferrolb_e2e::have_programs(&["gobgpd", "gobgp"]) {
+        eprintln!("SKIP: needs root and gobgpd");
+        return Ok(());
+    }
+    let lab = Simple::new("gobgp")?;
+    // gobgpd must listen on the router before the speaker gives up its first attempts.
+    let router = Gobgp::start(&lab.router, &lab.dir, GOBGP_CONF)?;
+    let limit = Duration::from_secs(30);
+    lab.wait_for(limit, "IPv4 route at GoBGP", || {
+        router
+            .rib("ipv4")
+            .map(|o| o.contains("198.51.100.10/32"))
+            .unwrap_or(false)
+    })?;
+    let rib = router.rib("ipv4")?;
+    let line = rib
+        .lines()
+        .find(|l| l.contains("198.51.100.10/32"))
+        .unwrap_or_default()
+        .to_string();
+    // Columns: status, network, next hop, AS path, age, attributes. A set would read {64512}.
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols.get(2), Some(&"192.0.2.2"), "next hop: {line}");
+    assert_eq!(
+        cols.get(3),
+        Some(&"64512"),
+        "AS path a sequence of 64512: {line}"
+    );
+    assert!(line.contains("64512:100"), "community: {line}");
+    assert!(router.established("192.0.2.2"));
+
+    lab.wait_for(limit, "IPv6 route at GoBGP", || {
+        router
+            .rib("ipv6")
+            .map(|o| o.contains("2001:db8:100::10/128") && o.contains("2001:db8::2"))
+            .unwrap_or(false)
+    })?;
+
+    fs::write(lab.dir.join("services.yaml"), SVC6)?;
+    lab.wait_for(limit, "withdrawal at GoBGP", || {
+        router
+            .rib("ipv4")
+            .map(|o| !o.contains("198.51.100.10"))
+            .unwrap_or(false)
+    })?;
+    assert!(router.rib("ipv6")?.contains("2001:db8:100::10/128"));
     Ok(())
 }

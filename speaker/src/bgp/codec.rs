@@ -112,6 +112,19 @@ impl Decoder for Codec {
             return Ok(None);
         }
         let raw = buf[..len].to_vec();
+        if kind == 3 {
+            // NOTIFICATION: read by hand, so a code the library does not know (or none) still
+            // reaches the FSM as the peer's reason for closing.
+            let _ = buf.split_to(len);
+            return Ok(Some(Message::Notification(Notification {
+                code: raw.get(HEADER_LEN).copied().unwrap_or(0),
+                subcode: raw.get(HEADER_LEN + 1).copied().unwrap_or(0),
+                data: raw
+                    .get(HEADER_LEN + 2..)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default(),
+            })));
+        }
         match self.inner.decode(buf) {
             Ok(Some((msg, _ignored))) => Ok(Some(from_library(msg, raw))),
             Ok(None) => Ok(None),
@@ -300,6 +313,17 @@ mod tests {
         );
         let rr = Message::RouteRefresh { afi: 2, safi: 1 };
         assert_eq!(roundtrip(rr.clone()), rr);
+    }
+
+    #[test]
+    fn notification_with_unknown_code_still_decodes() {
+        let bytes = [vec![0xff; 16], vec![0, 21, 3, 0, 0]].concat();
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(
+            Codec::default().decode(&mut buf).unwrap(),
+            Some(Message::Notification(Notification::new(0, 0)))
+        );
+        assert!(buf.is_empty());
     }
 
     #[test]

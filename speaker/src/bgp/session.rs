@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::codec::{Codec, DecodeError};
 use super::fsm::{Fsm, Input, Output, Params, State, Timer};
-use super::msg::{code, Message};
+use super::msg::{code, Capabilities, Message};
 use super::pack::{self, RouteSet};
 use super::{adv, md5};
 use crate::world::World;
@@ -113,6 +113,8 @@ struct Driver {
     local: Option<IpAddr>,
     /// What the peer holds from us now.
     sent: RouteSet,
+    /// The peer's capabilities from its OPEN (which End-of-RIB markers it understands).
+    peer_caps: Capabilities,
     world: Arc<World>,
     up: watch::Sender<bool>,
 }
@@ -133,6 +135,7 @@ pub async fn run(
         conn: None,
         local: None,
         sent: RouteSet::new(),
+        peer_caps: Capabilities::default(),
         world: first,
         up,
     };
@@ -227,8 +230,12 @@ impl Driver {
                 *self.timers.slot(t) = None;
                 None
             }
-            Output::Established { hold_time, .. } => {
-                info!(%peer, hold_time, "session established");
+            Output::Established {
+                hold_time,
+                peer_caps,
+            } => {
+                info!(%peer, hold_time, ?peer_caps, "session established");
+                self.peer_caps = peer_caps;
                 let _ = self.up.send(true);
                 self.sent.clear();
                 if let Some(i) = self.sync().await {
@@ -265,7 +272,13 @@ impl Driver {
     }
 
     async fn send_eor(&mut self) -> Option<Input> {
-        for v6 in [false, true] {
+        // A peer without multiprotocol capabilities speaks IPv4 unicast only (RFC 4760).
+        let plain = !self.peer_caps.ipv4_unicast && !self.peer_caps.ipv6_unicast;
+        let families = [
+            (false, plain || self.peer_caps.ipv4_unicast),
+            (true, self.peer_caps.ipv6_unicast),
+        ];
+        for (v6, _) in families.into_iter().filter(|(_, on)| *on) {
             match pack::end_of_rib(v6) {
                 Ok(b) => {
                     if let Some(i) = self.send(Message::Update(b)).await {
