@@ -208,3 +208,87 @@ impl Drop for Gobgp {
         }
     }
 }
+
+/// FRR's `bgpd` alone (no zebra, no kernel routes) in a namespace, queried with `vtysh`; killed
+/// on drop.
+#[derive(Debug)]
+pub struct Frr {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Frr {
+    /// Writes `config` to `<dir>/frr/bgpd.conf` and starts `bgpd` in `ns`.
+    pub fn start(ns: &Netns, dir: &Path, config: &str) -> Result<Frr> {
+        let dir = dir.join("frr");
+        fs::create_dir_all(&dir)?;
+        let conf = dir.join("bgpd.conf");
+        fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
+        let out = fs::File::create(dir.join("bgpd.out"))?;
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                "/usr/lib/frr/bgpd",
+                "-Z",
+                "-S",
+                "-n",
+            ])
+            .args(["-u", "root", "-g", "root", "-P", "0", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("bgpd.pid"))
+            .arg("-z")
+            .arg(dir.join("zserv.api"))
+            .arg("--vty_socket")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("could not start bgpd")?;
+        let f = Frr {
+            dir,
+            child: Some(child),
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if f.vtysh("show bgp summary").is_ok() {
+                return Ok(f);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "bgpd did not come up: {}",
+            fs::read_to_string(f.dir.join("bgpd.out")).unwrap_or_default()
+        )
+    }
+
+    /// `vtysh --vty_socket DIR -c COMMAND`.
+    pub fn vtysh(&self, command: &str) -> Result<String> {
+        let out = std::process::Command::new("vtysh")
+            .arg("--vty_socket")
+            .arg(&self.dir)
+            .args(["-c", command])
+            .output()
+            .context("could not run vtysh")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "vtysh {command:?}: {}{text}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(text)
+    }
+}
+
+impl Drop for Frr {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

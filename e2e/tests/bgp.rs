@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ferrolb_e2e::netns::{veth, Netns};
-use ferrolb_e2e::routers::{Bird, Gobgp};
+use ferrolb_e2e::routers::{Bird, Frr, Gobgp};
 
 const CONFIG: &str = "\
 peers:
@@ -466,5 +466,62 @@ fn gobgp_sees_sequence_path_communities_ipv6_and_withdrawal() -> Result<()> {
             .unwrap_or(false)
     })?;
     assert!(router.rib("ipv6")?.contains("2001:db8:100::10/128"));
+    Ok(())
+}
+
+const FRR_CONF: &str = "\
+frr defaults traditional
+hostname router
+router bgp 64513
+ bgp router-id 192.0.2.1
+ no bgp ebgp-requires-policy
+ neighbor 192.0.2.2 remote-as 64512
+ neighbor 192.0.2.2 passive
+ neighbor 2001:db8::2 remote-as 64512
+ neighbor 2001:db8::2 passive
+ address-family ipv6 unicast
+  neighbor 2001:db8::2 activate
+ exit-address-family
+";
+
+#[test]
+fn frr_sees_sequence_path_communities_ipv6_and_withdrawal() -> Result<()> {
+    if !ferrolb_e2e::is_root() || !ferrolb_e2e::have_programs(&["vtysh", "/usr/lib/frr/bgpd"]) {
+        eprintln!("SKIP: needs root and frr");
+        return Ok(());
+    }
+    let lab = Simple::new("frr")?;
+    let router = Frr::start(&lab.router, &lab.dir, FRR_CONF)?;
+    let limit = Duration::from_secs(30);
+    let show4 = "show bgp ipv4 unicast 198.51.100.10/32";
+    lab.wait_for(limit, "IPv4 route at FRR", || {
+        router
+            .vtysh(show4)
+            .map(|o| o.contains("Community"))
+            .unwrap_or(false)
+    })?;
+    let out = router.vtysh(show4)?;
+    // The AS path line is "  64512" (a set would read {64512}).
+    assert!(out.lines().any(|l| l.trim() == "64512"), "{out}");
+    assert!(out.contains("192.0.2.2 from 192.0.2.2"), "{out}");
+    assert!(out.contains("Community: 64512:100"), "{out}");
+    assert!(out.contains("Origin IGP"), "{out}");
+
+    let show6 = "show bgp ipv6 unicast 2001:db8:100::10/128";
+    lab.wait_for(limit, "IPv6 route at FRR", || {
+        router
+            .vtysh(show6)
+            .map(|o| o.contains("2001:db8::2"))
+            .unwrap_or(false)
+    })?;
+
+    fs::write(lab.dir.join("services.yaml"), SVC6)?;
+    lab.wait_for(limit, "withdrawal at FRR", || {
+        router
+            .vtysh("show bgp ipv4 unicast")
+            .map(|o| !o.contains("198.51.100.10"))
+            .unwrap_or(false)
+    })?;
+    assert!(router.vtysh(show6)?.contains("2001:db8::2"));
     Ok(())
 }
