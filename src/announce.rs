@@ -14,7 +14,9 @@ pub fn announcers(registry: &mut Registry) -> anyhow::Result<Vec<Box<dyn Announc
         Box::new(Layer2Announcer::start_with_metrics(
             Layer2Metrics::register(registry),
         )?),
-        Box::new(ferrolb_speaker::bgp::announcer::BgpAnnouncer::start()),
+        Box::new(ferrolb_speaker::bgp::announcer::BgpAnnouncer::start(
+            ferrolb_speaker::bgp::metrics::BgpMetrics::register(registry),
+        )),
     ];
     Ok(all)
 }

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::metrics::BgpMetrics;
 use super::session::{self, StopReason};
 use crate::world::{Announcer, World};
 
@@ -32,6 +33,7 @@ struct Session {
 /// BGP announcer over in-process sessions.
 #[derive(Debug)]
 pub struct BgpAnnouncer {
+    metrics: BgpMetrics,
     /// Taken from the first `apply` when not given (apply runs inside the runtime).
     runtime: Option<Handle>,
     sessions: Vec<Session>,
@@ -41,14 +43,17 @@ impl BgpAnnouncer {
     /// Sessions run on `runtime`.
     pub fn new(runtime: Handle) -> Self {
         BgpAnnouncer {
+            metrics: BgpMetrics::default(),
             runtime: Some(runtime),
             sessions: Vec::new(),
         }
     }
 
-    /// Sessions run on the runtime that calls the first `apply`.
-    pub fn start() -> Self {
+    /// Sessions run on the runtime that calls the first `apply`; they count into `metrics`
+    /// (see [`BgpMetrics::register`]).
+    pub fn start(metrics: BgpMetrics) -> Self {
         BgpAnnouncer {
+            metrics,
             runtime: None,
             sessions: Vec::new(),
         }
@@ -107,7 +112,13 @@ impl Announcer for BgpAnnouncer {
             let (world_tx, world_rx) = watch::channel(world.clone());
             let (stop_tx, stop_rx) = watch::channel(None);
             let (up_tx, up_rx) = watch::channel(false);
-            let task = runtime.spawn(session::run(peer.clone(), world_rx, stop_rx, up_tx));
+            let task = runtime.spawn(session::run(
+                peer.clone(),
+                world_rx,
+                stop_rx,
+                up_tx,
+                self.metrics.clone(),
+            ));
             self.sessions.push(Session {
                 peer: peer.clone(),
                 world: world_tx,
@@ -215,7 +226,10 @@ mod tests {
     async fn session_announces_withdraws_and_ceases_against_a_loopback_peer() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut a = BgpAnnouncer::new(Handle::current());
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = BgpMetrics::register(&mut registry);
+        let labels = BgpMetrics::labels(([127, 0, 0, 1], port).into());
+        let mut a = BgpAnnouncer::start(metrics.clone());
         a.apply(world(port, true));
         let (stream, _) = listener.accept().await.unwrap();
         let mut c = Framed::new(stream, Codec::default());
@@ -251,6 +265,9 @@ mod tests {
             a.session_states(),
             vec![("127.0.0.1".parse().unwrap(), true)]
         );
+        assert_eq!(metrics.session_up.get_or_create(&labels).get(), 1);
+        assert_eq!(metrics.announced_prefixes.get_or_create(&labels).get(), 1);
+        assert_eq!(metrics.updates.get_or_create(&labels).get(), 1);
 
         // The Service goes: only a withdrawal is sent.
         a.apply(world(port, false));
@@ -275,6 +292,7 @@ mod tests {
             Message::Notification(n) => assert_eq!((n.code, n.subcode), (6, 2)),
             other => panic!("expected Cease, got {other:?}"),
         }
+        assert_eq!(metrics.session_up.get_or_create(&labels).get(), 0);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ pub mod announcer;
 pub mod codec;
 pub mod fsm;
 pub mod md5;
+pub mod metrics;
 pub mod msg;
 pub mod pack;
 pub mod session;

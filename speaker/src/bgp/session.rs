@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::codec::{Codec, DecodeError};
 use super::fsm::{Fsm, Input, Output, Params, State, Timer};
+use super::metrics::{BgpMetrics, Labels};
 use super::msg::{code, Capabilities, Message};
 use super::pack::{self, RouteSet};
 use super::{adv, md5};
@@ -117,6 +118,8 @@ struct Driver {
     peer_caps: Capabilities,
     world: Arc<World>,
     up: watch::Sender<bool>,
+    metrics: BgpMetrics,
+    labels: Labels,
 }
 
 /// Runs one session until `stop` says why to end. `world` carries every update; `up` reports
@@ -126,7 +129,10 @@ pub async fn run(
     mut world: watch::Receiver<Arc<World>>,
     mut stop: watch::Receiver<Option<StopReason>>,
     up: watch::Sender<bool>,
+    metrics: BgpMetrics,
 ) {
+    let labels = BgpMetrics::labels(SocketAddr::new(peer.peer_address, peer.peer_port));
+    metrics.session_up.get_or_create(&labels).set(0);
     let first = world.borrow_and_update().clone();
     let mut d = Driver {
         fsm: Fsm::new(params(&peer)),
@@ -138,6 +144,8 @@ pub async fn run(
         peer_caps: Capabilities::default(),
         world: first,
         up,
+        metrics,
+        labels,
     };
     d.input(Input::Start).await;
     loop {
@@ -237,6 +245,7 @@ impl Driver {
                 info!(%peer, hold_time, ?peer_caps, "session established");
                 self.peer_caps = peer_caps;
                 let _ = self.up.send(true);
+                self.metrics.session_up.get_or_create(&self.labels).set(1);
                 self.sent.clear();
                 if let Some(i) = self.sync().await {
                     return Some(i);
@@ -254,6 +263,15 @@ impl Driver {
             Output::Down { reason } => {
                 info!(%peer, %reason, "session down");
                 let _ = self.up.send(false);
+                self.metrics.session_up.get_or_create(&self.labels).set(0);
+                self.metrics
+                    .pending_prefixes
+                    .get_or_create(&self.labels)
+                    .set(i64::try_from(self.sent.len()).unwrap_or(i64::MAX));
+                self.metrics
+                    .announced_prefixes
+                    .get_or_create(&self.labels)
+                    .set(0);
                 self.sent.clear();
                 None
             }
@@ -309,8 +327,18 @@ impl Driver {
                     if let Some(i) = self.send(Message::Update(m)).await {
                         return Some(i);
                     }
+                    self.metrics.updates.get_or_create(&self.labels).inc();
                 }
                 self.sent = want;
+                let n = i64::try_from(self.sent.len()).unwrap_or(i64::MAX);
+                self.metrics
+                    .announced_prefixes
+                    .get_or_create(&self.labels)
+                    .set(n);
+                self.metrics
+                    .pending_prefixes
+                    .get_or_create(&self.labels)
+                    .set(0);
             }
             Err(e) => warn!(peer = %self.peer.peer_address, error = %e, "cannot encode routes"),
         }
