@@ -212,6 +212,7 @@ fn bird_sessions_attributes_md5_withdraw_restart_and_hold_timer() -> Result<()> 
         return Ok(());
     }
     let mut lab = Lab::new()?;
+    let t0 = Instant::now();
     let limit = Duration::from_secs(20);
     for p in ["ebgp4", "ibgp4", "ebgp6"] {
         lab.wait_for(limit, &format!("{p} Established"), || {
@@ -221,6 +222,10 @@ fn bird_sessions_attributes_md5_withdraw_restart_and_hold_timer() -> Result<()> 
     lab.wait_for(limit, "eBGP route", || {
         lab.route_has("ebgp4", "198.51.100.10/32")
     })?;
+    eprintln!(
+        "measured: speaker start -> route at BIRD in {:?}",
+        t0.elapsed()
+    );
 
     // eBGP: AS path is the sequence [64512] (a set would print as {64512}), next hop is the
     // node's address, communities present, our local-pref not sent.
@@ -262,9 +267,14 @@ fn bird_sessions_attributes_md5_withdraw_restart_and_hold_timer() -> Result<()> 
 
     // The IPv4 Service goes: withdrawn at both IPv4 peers, IPv6 stays.
     fs::write(lab.dir.join("services.yaml"), SVC6)?;
+    let t1 = Instant::now();
     lab.wait_for(limit, "withdrawal", || {
         !lab.route_has("ebgp4", "198.51.100.10") && !lab.route_has("ibgp4", "198.51.100.10")
     })?;
+    eprintln!(
+        "measured: services file edit -> withdrawn at BIRD in {:?}",
+        t1.elapsed()
+    );
     assert!(lab.route_has("ebgp6", "2001:db8:100::10/128"));
     fs::write(lab.dir.join("services.yaml"), format!("{SVC4}---\n{SVC6}"))?;
     lab.wait_for(limit, "re-announced", || {
@@ -273,6 +283,7 @@ fn bird_sessions_attributes_md5_withdraw_restart_and_hold_timer() -> Result<()> 
 
     // BIRD restarts: the speaker reconnects and announces again.
     lab.bird.restart()?;
+    let t2 = Instant::now();
     lab.wait_for(
         Duration::from_secs(40),
         "re-announced after BIRD restart",
@@ -281,6 +292,10 @@ fn bird_sessions_attributes_md5_withdraw_restart_and_hold_timer() -> Result<()> 
                 && lab.route_has("ebgp6", "2001:db8:100::10/128")
         },
     )?;
+    eprintln!(
+        "measured: BIRD restart -> routes back in {:?}",
+        t2.elapsed()
+    );
 
     // The router goes silent: the 3 s hold timer fires, the session comes back afterwards.
     let before = lab.log().matches("hold timer expired").count();
@@ -290,6 +305,7 @@ fn bird_sessions_attributes_md5_withdraw_restart_and_hold_timer() -> Result<()> 
         lab.log().matches("hold timer expired").count() > before
     })?;
     let took = started.elapsed();
+    eprintln!("measured: link down -> hold timer expiry (hold 3 s) in {took:?}");
     assert!(took < Duration::from_secs(8), "hold timer took {took:?}");
     lab.router.ip(&["link", "set", "r0", "up"])?;
     lab.wait_for(

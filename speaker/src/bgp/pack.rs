@@ -375,6 +375,11 @@ mod tests {
             // Packed, not one per prefix: a /32 costs 5 bytes, a /128 17.
             let per = if prefixes[0].addr().is_ipv4() { 5 } else { 17 };
             let min = (10_000usize * per).div_ceil(MAX_MESSAGE - 100);
+            eprintln!(
+                "10000 prefixes (/{}) -> {} UPDATEs",
+                prefixes[0].prefix_len(),
+                msgs.len()
+            );
             assert!(
                 msgs.len() <= min + 1,
                 "{} messages, {min} expected",
