@@ -210,9 +210,14 @@ impl Driver {
                     let local = stream.local_addr().ok().map(|a| a.ip());
                     self.local = local;
                     if self.peer.router_id.is_none() {
+                        // IPv6-only sessions: the low 32 bits of the local address.
                         let id = match local {
                             Some(IpAddr::V4(a)) => a,
-                            _ => Ipv4Addr::new(192, 0, 2, 254),
+                            Some(IpAddr::V6(a)) => {
+                                let o = a.octets();
+                                Ipv4Addr::new(o[12], o[13], o[14], o[15])
+                            }
+                            None => Ipv4Addr::new(192, 0, 2, 254),
                         };
                         self.fsm.set_router_id(id);
                     }
