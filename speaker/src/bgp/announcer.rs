@@ -295,6 +295,78 @@ mod tests {
         assert_eq!(metrics.session_up.get_or_create(&labels).get(), 0);
     }
 
+    /// World with the given peers (as `(port, peer-asn)`) and the service.
+    fn world_peers(peers: &[(u16, u32)]) -> Arc<World> {
+        let mut cfg = String::from("peers:\n");
+        for (port, asn) in peers {
+            cfg.push_str(&format!(
+                "- my-asn: 64512\n  peer-asn: {asn}\n  peer-address: 127.0.0.1\n  peer-port: {port}\n"
+            ));
+        }
+        cfg.push_str(
+            "address-pools:\n- name: b\n  protocol: bgp\n  addresses: [198.51.100.0/24]\n",
+        );
+        let mut w = (*world(1, true)).clone();
+        w.config = ferrolb_config::parse(&cfg).unwrap();
+        Arc::new(w)
+    }
+
+    async fn establish(listener: &TcpListener) -> Framed<TcpStream, Codec> {
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+            .await
+            .expect("connection in time")
+            .unwrap();
+        let mut c = Framed::new(stream, Codec::default());
+        assert!(matches!(next(&mut c).await, Message::Open(_)));
+        c.send(Message::Open(Open {
+            asn: 64513,
+            hold_time: 90,
+            router_id: "192.0.2.99".parse().unwrap(),
+            caps: Capabilities::default(),
+        }))
+        .await
+        .unwrap();
+        c.send(Message::Keepalive).await.unwrap();
+        c
+    }
+
+    #[tokio::test]
+    async fn config_change_keeps_unchanged_sessions_and_ceases_removed_ones() {
+        let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (p1, p2) = (
+            l1.local_addr().unwrap().port(),
+            l2.local_addr().unwrap().port(),
+        );
+        let mut a = BgpAnnouncer::start(BgpMetrics::default());
+        a.apply(world_peers(&[(p1, 64513)]));
+        let mut c1 = establish(&l1).await;
+        assert_eq!(next_update(&mut c1).await.0, vec!["198.51.100.10/32"]);
+        assert!(next_update(&mut c1).await.2);
+
+        // A second peer appears: the first session stays, the second one starts.
+        a.apply(world_peers(&[(p1, 64513), (p2, 64513)]));
+        let mut c2 = establish(&l2).await;
+        assert_eq!(next_update(&mut c2).await.0, vec!["198.51.100.10/32"]);
+        assert_eq!(a.session_states().len(), 2);
+        // Nothing new on the first session (no re-sent routes, no NOTIFICATION, no reconnect).
+        let quiet = tokio::time::timeout(Duration::from_millis(500), c1.next()).await;
+        assert!(
+            matches!(quiet, Err(_) | Ok(Some(Ok(Message::Keepalive)))),
+            "{quiet:?}"
+        );
+
+        // The first peer leaves the config: withdrawal, then Cease / peer de-configured.
+        a.apply(world_peers(&[(p2, 64513)]));
+        assert_eq!(next_update(&mut c1).await.1, vec!["198.51.100.10/32"]);
+        match next(&mut c1).await {
+            Message::Notification(n) => assert_eq!((n.code, n.subcode), (6, 3)),
+            other => panic!("expected Cease, got {other:?}"),
+        }
+        assert_eq!(a.session_states().len(), 1);
+        a.shutdown().await;
+    }
+
     #[tokio::test]
     async fn silent_peer_trips_the_hold_timer_and_session_reconnects() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -151,6 +151,13 @@ pub async fn run(
     loop {
         let next = d.timers.next();
         tokio::select! {
+            // A stop request wins over everything else that is ready at the same time.
+            biased;
+            _ = stop.changed() => {
+                let reason = (*stop.borrow()).unwrap_or(StopReason::Shutdown);
+                d.shutdown(reason).await;
+                return;
+            }
             _ = async { match next { Some((at, _)) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
                 if let Some((_, t)) = next {
                     *d.timers.slot(t) = None;
@@ -176,14 +183,11 @@ pub async fn run(
                     d.input(i).await;
                 }
             }
-            _ = stop.changed() => {
-                let reason = (*stop.borrow()).unwrap_or(StopReason::Shutdown);
-                d.shutdown(reason).await;
-                return;
-            }
         }
     }
-    d.shutdown(StopReason::Shutdown).await;
+    // The announcer dropped the world channel: stop for the reason it gave, if any.
+    let reason = (*stop.borrow()).unwrap_or(StopReason::Shutdown);
+    d.shutdown(reason).await;
 }
 
 impl Driver {
