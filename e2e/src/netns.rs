@@ -114,7 +114,10 @@ impl Netns {
 
     /// Kills every process running inside the namespace (SIGKILL).
     pub fn kill_all(&self) {
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-9", pid]).status();
             }
@@ -135,7 +138,16 @@ impl Drop for Netns {
 /// Connects `a:a_dev` and `b:b_dev` with a veth pair, both ends up.
 pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) -> Result<()> {
     a.ip(&[
-        "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", b.name(),
+        "link",
+        "add",
+        a_dev,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_dev,
+        "netns",
+        b.name(),
     ])?;
     a.ip(&["link", "set", a_dev, "up"])?;
     b.ip(&["link", "set", b_dev, "up"])?;

@@ -7,6 +7,6 @@
 //! Must not: allocate addresses.
 
 pub mod bgp;
-pub mod world;
 pub mod layer2;
 pub mod membership;
+pub mod world;
