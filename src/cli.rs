@@ -22,6 +22,9 @@ pub enum Command {
     /// Allocate addresses with no cluster: config and Service manifests from files, assignments
     /// persisted in a state file, announced by this node.
     Standalone(StandaloneArgs),
+    /// Run the Kubernetes speaker on one node: announce the addresses of LoadBalancer Services
+    /// (layer2 ARP/NDP, BGP) from the cluster's Services, EndpointSlices, Nodes and config.
+    Speaker(SpeakerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +125,46 @@ pub struct StandaloneArgs {
     /// Memberlist peers to join, `ADDR:PORT,...` (retried every second while alone).
     #[arg(long, value_delimiter = ',')]
     pub ml_join: Vec<std::net::SocketAddr>,
+    /// File holding the shared memberlist secret (else $FERROLB_ML_SECRET; never logged).
+    #[arg(long)]
+    pub ml_secret_file: Option<PathBuf>,
+    /// Failure-detection timers: `fast` (crash detected in about 0.4 s) or `lan` (about 3 s).
+    #[arg(long, default_value = "fast")]
+    pub ml_profile: ferrolb_speaker::membership::Profile,
+}
+
+#[derive(Debug, Args)]
+pub struct SpeakerArgs {
+    /// This node's name (the Node object, and the memberlist member name).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// kubeconfig file; without it the in-cluster configuration (or $KUBECONFIG,
+    /// ~/.kube/config) is used.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the config ConfigMap.
+    #[arg(long, env = "METALLB_NAMESPACE", default_value = "metallb-system")]
+    pub namespace: String,
+    /// Name of the ConfigMap holding the MetalLB-format configuration (key `config`).
+    #[arg(long, default_value = "config")]
+    pub config_map: String,
+    /// The spec.loadBalancerClass served, besides Services without a class.
+    #[arg(long, default_value = "ferrolb")]
+    pub load_balancer_class: String,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:7473")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Memberlist bind address (UDP + TCP), e.g. `192.0.2.11:7946`; without it membership is
+    /// off and a node counts as alive while its Node is Ready.
+    #[arg(long)]
+    pub ml_bind: Option<std::net::SocketAddr>,
+    /// Memberlist peers to join, `ADDR:PORT,...` (retried every second while alone).
+    #[arg(long, value_delimiter = ',')]
+    pub ml_join: Vec<std::net::SocketAddr>,
+    /// Also join every other Node's InternalIP at the --ml-bind port (speakers on the host
+    /// network).
+    #[arg(long)]
+    pub ml_join_nodes: bool,
     /// File holding the shared memberlist secret (else $FERROLB_ML_SECRET; never logged).
     #[arg(long)]
     pub ml_secret_file: Option<PathBuf>,

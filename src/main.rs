@@ -3,6 +3,7 @@
 mod announce;
 mod cli;
 mod cmd;
+mod speaker;
 mod standalone;
 
 use std::process::ExitCode;

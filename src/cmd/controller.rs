@@ -39,7 +39,7 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
     }
 }
 
-fn init_tracing() {
+pub(super) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Another subcommand path may have set a subscriber already; keep the first one.
@@ -51,7 +51,12 @@ fn init_tracing() {
 }
 
 async fn client(args: &ControllerArgs) -> anyhow::Result<kube::Client> {
-    let config = match &args.kubeconfig {
+    kube_client(args.kubeconfig.as_deref()).await
+}
+
+/// A client from `kubeconfig`, else the in-cluster or default configuration.
+pub(super) async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
                 .with_context(|| format!("--kubeconfig {}", path.display()))?;
@@ -79,7 +84,7 @@ fn identity(args: &ControllerArgs) -> String {
     format!("{host}-{}", std::process::id())
 }
 
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

@@ -5,6 +5,7 @@ mod config_check;
 mod config_render;
 mod controller;
 mod http;
+mod speaker;
 mod standalone;
 
 use std::process::ExitCode;
@@ -17,5 +18,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config(ConfigCommand::Render(args)) => config_render::run(&args),
         Command::Controller(args) => controller::run(&args),
         Command::Standalone(args) => standalone::run(&args),
+        Command::Speaker(args) => speaker::run(&args),
     }
 }

@@ -1,0 +1,439 @@
+//! `ferrolb speaker`: the Kubernetes source of the speaker. Watches Services, EndpointSlices
+//! (discovery.k8s.io/v1), Nodes and the config ConfigMap, turns them into a
+//! [`World`](ferrolb_speaker::world::World) ([`convert`], pure) and hands every changed world to
+//! the announcers (`crate::announce`), exactly as standalone mode does with its files.
+//!
+//! - Config: the same gate as the controller (`ConfigGate`): an unparsable configuration, or one
+//!   that would take an address away from a Service (`ferrolb_config::compat`), is refused; the
+//!   configuration in force stays, the refusal is logged once and
+//!   `metallb_k8s_client_config_stale_bool` is 1. Announcements never stop because of it.
+//! - Liveness: memberlist when `--ml-bind` is given, else the Nodes' `Ready` condition.
+//! - Nothing is announced until the four lists have been read once. When the apiserver goes
+//!   away the watchers retry with backoff and the announcements in force stay as they are.
+//! - Event `nodeAssigned` on a Service when this node becomes its layer2 announcer.
+//!
+//! Must not: decide announcements (the announcers do, from the world), or parse configuration
+//! beyond handing it to `ferrolb_config`.
+
+pub mod convert;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolb_config::ServiceKey;
+use ferrolb_controller::reconcile::{self, ConfigGate, ConfigVerdict};
+use ferrolb_speaker::membership::{MemberlistConfig, MemberlistMembership, Membership};
+use ferrolb_speaker::world::{Announcer, World};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// The reporting component of the speaker's Events.
+pub const REPORTER: &str = "ferrolb-speaker";
+
+/// Settings of one speaker process.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// This node's name (the Node object and the membership name).
+    pub node: String,
+    /// Namespace of the config ConfigMap.
+    pub namespace: String,
+    /// Name of the config ConfigMap (key `config`).
+    pub config_map: String,
+    /// The `spec.loadBalancerClass` served, besides Services without a class.
+    pub class: String,
+    /// Memberlist settings; `None`: liveness from the Nodes' Ready condition.
+    pub membership: Option<MemberlistConfig>,
+    /// Also join the memberlist of every other Node's `InternalIP` at the bind port.
+    pub join_from_nodes: bool,
+}
+
+/// The speaker's Kubernetes-side metrics (MetalLB's names).
+#[derive(Debug, Clone, Default)]
+pub struct SpeakerMetrics {
+    /// `metallb_k8s_client_config_loaded_bool`.
+    pub config_loaded: Gauge,
+    /// `metallb_k8s_client_config_stale_bool`.
+    pub config_stale: Gauge,
+    /// `metallb_k8s_client_updates_total`.
+    pub updates: Counter,
+}
+
+impl SpeakerMetrics {
+    pub fn register(registry: &mut Registry) -> SpeakerMetrics {
+        let m = SpeakerMetrics::default();
+        registry.register(
+            "metallb_k8s_client_config_loaded_bool",
+            "1 if the configuration was loaded at least once",
+            m.config_loaded.clone(),
+        );
+        registry.register(
+            "metallb_k8s_client_config_stale_bool",
+            "1 if running on a stale configuration, because the latest one was refused",
+            m.config_stale.clone(),
+        );
+        registry.register(
+            "metallb_k8s_client_updates",
+            "Number of Kubernetes object updates processed",
+            m.updates.clone(),
+        );
+        m
+    }
+}
+
+/// The latest objects of one watched kind, replaced as a whole when a (re)list completes.
+struct Cache<K> {
+    items: BTreeMap<String, K>,
+    buffer: BTreeMap<String, K>,
+    synced: bool,
+}
+
+impl<K: Resource> Cache<K> {
+    fn new() -> Self {
+        Cache {
+            items: BTreeMap::new(),
+            buffer: BTreeMap::new(),
+            synced: false,
+        }
+    }
+
+    fn key(obj: &K) -> String {
+        format!(
+            "{}/{}",
+            obj.meta().namespace.as_deref().unwrap_or_default(),
+            obj.meta().name.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// Applies a watch event; true when the cached set changed (or was (re)listed).
+    fn apply(&mut self, ev: Event<K>) -> bool {
+        match ev {
+            Event::Init => {
+                self.buffer.clear();
+                false
+            }
+            Event::InitApply(obj) => {
+                self.buffer.insert(Self::key(&obj), obj);
+                false
+            }
+            Event::InitDone => {
+                self.items = std::mem::take(&mut self.buffer);
+                self.synced = true;
+                true
+            }
+            Event::Apply(obj) => {
+                self.items.insert(Self::key(&obj), obj);
+                true
+            }
+            Event::Delete(obj) => self.items.remove(&Self::key(&obj)).is_some(),
+        }
+    }
+}
+
+fn stream<K>(api: Api<K>, cfg: watcher::Config) -> BoxStream<'static, watcher::Result<Event<K>>>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    watcher::watcher(api, cfg).default_backoff().boxed()
+}
+
+/// One watched kind: its cache and its stream, re-created if it ever ends.
+struct Watched<K: Resource> {
+    what: &'static str,
+    cache: Cache<K>,
+    make: Box<dyn Fn() -> BoxStream<'static, watcher::Result<Event<K>>> + Send>,
+    stream: BoxStream<'static, watcher::Result<Event<K>>>,
+}
+
+impl<K: Resource> Watched<K> {
+    fn new(
+        what: &'static str,
+        make: impl Fn() -> BoxStream<'static, watcher::Result<Event<K>>> + Send + 'static,
+    ) -> Self {
+        Watched {
+            what,
+            cache: Cache::new(),
+            stream: make(),
+            make: Box::new(make),
+        }
+    }
+
+    /// Handles what the stream produced; true when the cache changed.
+    fn on(&mut self, ev: Option<watcher::Result<Event<K>>>, metrics: &SpeakerMetrics) -> bool {
+        match ev {
+            Some(Ok(ev)) => {
+                metrics.updates.inc();
+                let was = self.cache.synced;
+                let changed = self.cache.apply(ev);
+                if !was && self.cache.synced {
+                    info!(
+                        what = self.what,
+                        count = self.cache.items.len(),
+                        "list read"
+                    );
+                }
+                changed
+            }
+            Some(Err(e)) => {
+                warn!(what = self.what, error = %e, "watch error (retrying with backoff; announcements stay)");
+                false
+            }
+            None => {
+                warn!(what = self.what, "watch ended; restarting it");
+                self.stream = (self.make)();
+                false
+            }
+        }
+    }
+}
+
+/// `data.config` of the ConfigMap ("" when missing).
+fn config_text(cm: &ConfigMap) -> &str {
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get("config"))
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+/// Runs until `shutdown` resolves, then leaves the membership and shuts the announcers down
+/// (BGP: withdraw + Cease). `ready` becomes true once every list has been read.
+pub async fn run(
+    client: Client,
+    opts: Options,
+    metrics: SpeakerMetrics,
+    ready: Arc<AtomicBool>,
+    mut announcers: Vec<Box<dyn Announcer>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let c = client.clone();
+    let mut services = Watched::new("Service", move || {
+        stream(Api::<Service>::all(c.clone()), watcher::Config::default())
+    });
+    let c = client.clone();
+    let mut slices = Watched::new("EndpointSlice", move || {
+        stream(
+            Api::<EndpointSlice>::all(c.clone()),
+            watcher::Config::default(),
+        )
+    });
+    let c = client.clone();
+    let mut nodes = Watched::new("Node", move || {
+        stream(Api::<Node>::all(c.clone()), watcher::Config::default())
+    });
+    let c = client.clone();
+    let (ns, cm_name) = (opts.namespace.clone(), opts.config_map.clone());
+    let mut config_maps = Watched::new("ConfigMap", move || {
+        stream(
+            Api::<ConfigMap>::namespaced(c.clone(), &ns),
+            watcher::Config::default().fields(&format!("metadata.name={cm_name}")),
+        )
+    });
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: REPORTER.to_string(),
+            instance: Some(opts.node.clone()),
+        },
+    );
+    let mut gate = ConfigGate::default();
+    let mut config_dirty = false;
+    let mut last_cm_text: Option<String> = None;
+    let mut membership: Option<MemberlistMembership> = None;
+    let mut live: Option<watch::Receiver<BTreeSet<String>>> = None;
+    let mut last_world: Option<Arc<World>> = None;
+    let mut won: BTreeSet<ServiceKey> = BTreeSet::new();
+    if opts.membership.is_none() {
+        info!(node = %opts.node, "membership off (no --ml-bind): a node counts as alive while its Node is Ready");
+    }
+    info!(node = %opts.node, namespace = %opts.namespace, config_map = %opts.config_map, "speaker starting");
+    tokio::pin!(shutdown);
+    loop {
+        let mut services_changed = false;
+        tokio::select! {
+            () = &mut shutdown => break,
+            ev = services.stream.next() => { services_changed = services.on(ev, &metrics); }
+            ev = slices.stream.next() => { slices.on(ev, &metrics); }
+            ev = nodes.stream.next() => { nodes.on(ev, &metrics); }
+            ev = config_maps.stream.next() => {
+                if config_maps.on(ev, &metrics) {
+                    let text = config_maps.cache.items.values().next().map(|cm| config_text(cm).to_string());
+                    match text {
+                        Some(t) if last_cm_text.as_ref() != Some(&t) => {
+                            last_cm_text = Some(t);
+                            config_dirty = true;
+                        }
+                        Some(_) => {}
+                        None if config_maps.cache.synced && gate.active().is_none() => {
+                            warn!(namespace = %opts.namespace, config_map = %opts.config_map, "config ConfigMap not found; waiting for it");
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Some(changed) = async {
+                match live.as_mut() {
+                    Some(rx) => Some(rx.changed().await),
+                    None => std::future::pending().await,
+                }
+            } => {
+                if changed.is_err() {
+                    warn!("membership stopped reporting; keeping the last live set");
+                    live = None;
+                }
+            }
+        }
+        let synced = services.cache.synced
+            && slices.cache.synced
+            && nodes.cache.synced
+            && config_maps.cache.synced;
+        ready.store(synced, Ordering::Relaxed);
+        if !synced {
+            continue;
+        }
+        if membership.is_none() {
+            if let Some(mut cfg) = opts.membership.clone() {
+                if opts.join_from_nodes {
+                    let extra = convert::node_join_addresses(
+                        &opts.node,
+                        nodes.cache.items.values(),
+                        cfg.bind.port(),
+                    );
+                    for a in extra {
+                        if a != cfg.bind && !cfg.join.contains(&a) {
+                            cfg.join.push(a);
+                        }
+                    }
+                }
+                info!(join = ?cfg.join, "membership: starting");
+                let m = MemberlistMembership::start(cfg).await?;
+                live = Some(m.live());
+                membership = Some(m);
+            }
+        }
+        let all_services: Vec<&Service> = services.cache.items.values().collect();
+        if config_dirty || (services_changed && gate.retry_on_service_change()) {
+            if std::mem::take(&mut config_dirty) {
+                if let Some(t) = &last_cm_text {
+                    gate.offer(
+                        ferrolb_config::parse(t).map_err(|e| e.to_string().replace('\n', "; ")),
+                    );
+                }
+            }
+            let views: Vec<_> = all_services
+                .iter()
+                .map(|s| ferrolb_controller::k8s::convert::service_view(s))
+                .collect();
+            match gate.evaluate(|c| reconcile::breakages(c, &opts.class, &views)) {
+                ConfigVerdict::Unchanged => {}
+                ConfigVerdict::Loaded => {
+                    info!(config_map = %opts.config_map, "configuration loaded")
+                }
+                ConfigVerdict::RefusedBreaking {
+                    breakages,
+                    first_report,
+                } => {
+                    if first_report {
+                        for b in &breakages {
+                            warn!(service = %b.service, ip = %b.ip, reason = %b.reason,
+                                "new configuration refused: it would take this address away; old configuration stays in force");
+                        }
+                    }
+                }
+                ConfigVerdict::RefusedUnparsable {
+                    error,
+                    first_report,
+                } => {
+                    if first_report {
+                        warn!(config_map = %opts.config_map, error = %error,
+                            "new configuration refused: it does not parse; old configuration stays in force");
+                    }
+                }
+            }
+            metrics
+                .config_loaded
+                .set(i64::from(gate.active().is_some()));
+            metrics.config_stale.set(i64::from(gate.is_stale()));
+        }
+        let Some(config) = gate.active().cloned() else {
+            continue;
+        };
+        let live_nodes = match (&membership, &live) {
+            (Some(_), Some(rx)) => rx.borrow().clone(),
+            (Some(_), None) => last_world
+                .as_ref()
+                .map(|w| w.live_nodes.clone())
+                .unwrap_or_default(),
+            (None, _) => convert::ready_nodes(nodes.cache.items.values()),
+        };
+        let world = convert::world(
+            config,
+            convert::node_info(&opts.node, nodes.cache.items.values()),
+            convert::assigned_services(all_services.iter().copied(), &opts.class),
+            convert::readiness(slices.cache.items.values()),
+            live_nodes,
+        );
+        if last_world.as_deref() == Some(&world) {
+            continue;
+        }
+        let world = Arc::new(world);
+        for a in &mut announcers {
+            a.apply(world.clone());
+        }
+        let now_won = convert::layer2_won(&world);
+        for key in convert::newly_won(&won, &now_won) {
+            info!(service = %key, node = %opts.node, "layer2: announcing from this node");
+            let svc = services
+                .cache
+                .items
+                .get(&format!("{}/{}", key.namespace, key.name));
+            if let Some(svc) = svc {
+                let reference = svc.object_ref(&());
+                let recorder = recorder.clone();
+                let note = format!("announcing from node {:?}", opts.node);
+                // Never wait for the apiserver here: announcing must not depend on it.
+                tokio::spawn(async move {
+                    let ev = KubeEvent {
+                        type_: EventType::Normal,
+                        reason: "nodeAssigned".into(),
+                        note: Some(note),
+                        action: "nodeAssigned".into(),
+                        secondary: None,
+                    };
+                    if let Err(e) = recorder.publish(&ev, &reference).await {
+                        warn!(object = ?reference.name, error = %e, "could not publish Event nodeAssigned");
+                    }
+                });
+            }
+        }
+        won = now_won;
+        last_world = Some(world);
+    }
+    info!("speaker stopping");
+    if let Some(m) = &membership {
+        if let Err(e) = m.leave().await {
+            warn!(error = %e, "membership: leave failed");
+        }
+    }
+    for a in &mut announcers {
+        info!(announcer = a.name(), "shutting down");
+        tokio::time::timeout(Duration::from_secs(5), a.shutdown())
+            .await
+            .unwrap_or_else(|_| warn!(announcer = a.name(), "shutdown timed out"));
+    }
+    Ok(())
+}
