@@ -31,4 +31,7 @@ test: build ## every test: unit, fixtures, and end-to-end in network namespaces 
 e2e: build ## only the end-to-end tests (root)
 	$(CARGO) test -p ferrolb-e2e
 
+demo: ## the README's "run it": BIRD, two ferrolb nodes and a client in network namespaces (root)
+	CARGO="$(CARGO)" bash e2e/demo/demo.sh
+
 ci: fmt-check lint test ## what .ci/run runs after installing dependencies
