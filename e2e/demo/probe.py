@@ -33,7 +33,10 @@ async def probe(host, port, timeout):
         head, _, body = data.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.0 200") and not head.startswith(b"HTTP/1.1 200"):
             return sent, now_ms(), None, "bad reply"
-        return sent, now_ms(), body.decode(errors="replace").strip(), None
+        text = body.decode(errors="replace").strip()
+        if not text:
+            return sent, now_ms(), None, "incomplete reply"
+        return sent, now_ms(), text, None
     except ConnectionRefusedError:
         return sent, now_ms(), None, "refused"
     except asyncio.TimeoutError:
@@ -62,7 +65,7 @@ async def run(args):
             r = tasks.pop(0).result()
             results.append(r)
             if log:
-                log.write("%.0f %.0f %s\n" % (r[0], r[1], r[2] or "failed:" + r[3]))
+                log.write("%.0f %.0f %s\n" % (r[0], r[1], r[2] if r[2] is not None else "failed:" + str(r[3])))
             if r[2] is not None and first is None:
                 first = r[2]
             if r[2] is not None and r[2] != first:

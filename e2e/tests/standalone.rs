@@ -253,3 +253,143 @@ fn two_nodes_given_the_same_files_agree() -> Result<()> {
     }
     Ok(())
 }
+
+/// Namespaces whose name starts with `prefix` (`ip netns list`).
+fn namespaces_named(prefix: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The demo script and its namespaces (`flb-demo-<script pid>-*`): on drop the script gets
+/// SIGTERM (its trap removes what it made), and anything still left of it is removed by name.
+struct Demo {
+    child: Child,
+    prefix: String,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for ns in namespaces_named(&self.prefix) {
+            for pid in std::process::Command::new("ip")
+                .args(["netns", "pids", &ns])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+                .split_whitespace()
+            {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", pid])
+                    .status();
+            }
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &ns])
+                .status();
+        }
+    }
+}
+
+/// Reads a pipe to the end on a thread.
+fn drain(pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut text = String::new();
+        let _ = BufReader::new(pipe).read_to_string(&mut text);
+        text
+    })
+}
+
+/// `make demo` (e2e/demo/demo.sh) with the binary under test: every step passes, the output has
+/// each section's key lines, the run takes under a minute, and its namespaces are gone after.
+#[test]
+fn demo_script_passes_every_step_and_cleans_up() -> Result<()> {
+    if !ferrolb_e2e::is_root()
+        || !ferrolb_e2e::have_programs(&["bird", "birdc", "arping", "curl", "python3"])
+    {
+        eprintln!("SKIP: needs root, bird2, arping, curl and python3");
+        return Ok(());
+    }
+    let script = ferrolb_e2e::workspace_root().join("e2e/demo/demo.sh");
+    let started = Instant::now();
+    let mut child = std::process::Command::new("bash")
+        .arg(&script)
+        .env("FERROLB_BIN", ferrolb_e2e::ferrolb_bin()?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the demo script")?;
+    let prefix = format!("flb-demo-{}-", child.id());
+    let out = drain(child.stdout.take().context("no stdout")?);
+    let err = drain(child.stderr.take().context("no stderr")?);
+    let mut demo = Demo { child, prefix };
+    let deadline = started + Duration::from_secs(120);
+    let status = loop {
+        if let Some(st) = demo.child.try_wait()? {
+            break st;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "demo still running after 120 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = started.elapsed();
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    eprintln!("{out}");
+    anyhow::ensure!(status.success(), "demo exited {status}\n{err}");
+    for want in [
+        "== 1. Assignments",
+        "default/web -> 192.0.2.200 (lan)",
+        "kube-system/dns -> 192.0.2.206 (lan)",
+        "default/shop -> 198.51.100.16 (bgp)",
+        "node-b printed the same 3 assignments.",
+        "== 2. BGP",
+        "via 192.0.2.11 on eth0",
+        "via 192.0.2.12 on eth0",
+        "Unicast reply from 192.0.2.200",
+        "is the layer2 winner for 192.0.2.200",
+        "== 4. curl",
+        "-> hello from node-",
+        "traffic stopped for ",
+        "config refused: service kube-system/dns ip 192.0.2.206",
+        "config refused: keeping the previous configuration",
+        "(exit status 1)",
+        "(exit status 0)",
+        "config loaded",
+        "demo: all 6 steps passed",
+    ] {
+        anyhow::ensure!(out.contains(want), "demo output lacks {want:?}");
+    }
+    let outage: u64 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("traffic stopped for "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .context("no outage figure")?;
+    eprintln!(
+        "demo: {:.1} s in all, layer2 failover outage {outage} ms",
+        took.as_secs_f64()
+    );
+    anyhow::ensure!(outage < 2000, "failover outage {outage} ms");
+    anyhow::ensure!(took < Duration::from_secs(60), "demo took {took:?}");
+    let left = namespaces_named(&demo.prefix);
+    anyhow::ensure!(left.is_empty(), "demo left namespaces {left:?}");
+    Ok(())
+}
