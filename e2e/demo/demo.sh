@@ -27,7 +27,7 @@ declare -A MAC=() FLB_PID=() HTTP_PID=()
 CREATED=()   # namespaces this run created, removed by name on exit
 PIDS=()      # background processes this run started
 DIR=""
-STEP="setup"
+STEP="setup (packages, build, namespaces)"
 T0=""
 
 say() { printf '%s\n' "$*"; }
@@ -99,10 +99,11 @@ for cmd in "${!PKG[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  command -v apt-get >/dev/null 2>&1 || fail "missing packages ${missing[*]} (and no apt-get to install them)"
   say "demo: installing ${missing[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } ||
+    fail "apt-get install ${missing[*]} failed"
 fi
 PY=$(command -v python3)
 
@@ -114,9 +115,10 @@ else
   if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] &&
      sudo -u "$SUDO_USER" -H bash -lc "command -v $CARGO" >/dev/null 2>&1; then
     # Build as the user who ran sudo, so target/ stays theirs.
-    sudo -u "$SUDO_USER" -H bash -lc "cd '$ROOT' && $CARGO build -q --bin ferrolb"
+    sudo -u "$SUDO_USER" -H bash -lc "cd '$ROOT' && $CARGO build -q --bin ferrolb" ||
+      fail "cargo build --bin ferrolb failed"
   elif command -v "$CARGO" >/dev/null 2>&1; then
-    (cd "$ROOT" && "$CARGO" build -q --bin ferrolb)
+    (cd "$ROOT" && "$CARGO" build -q --bin ferrolb) || fail "cargo build --bin ferrolb failed"
   else
     fail "cargo not found (install Rust, or set FERROLB_BIN to a built ferrolb)"
   fi
@@ -244,7 +246,7 @@ kernel_both() {
   [[ $k == *"${ADDR[node-a]}"* && $k == *"${ADDR[node-b]}"* ]]
 }
 wait_until 5 "router kernel route over both nodes" kernel_both
-say "  router's kernel: $(ip -n "$NS_RT" route show "$BGP_IP" | tr -s ' \n\t' ' ')"
+say "  router's kernel: $(ip -n "$NS_RT" route show "$BGP_IP" | tr -s ' \n\t' ' ' | sed 's/ $//')"
 
 # ---------------------------------------------------------------- 3. ARP
 section 3 "Layer2: who answers ARP for default/web $L2_IP (arping from the client)"
