@@ -126,6 +126,17 @@ impl Decoder for Codec {
             })));
         }
         match self.inner.decode(buf) {
+            Ok(Some((BgpMessage::Update(_), _ignored))) => match unrecognized_well_known(&raw) {
+                // RFC 4271 §6.3; RFC 7606 leaves this one a session reset. The library keeps
+                // such attributes as "unknown" whatever their flags, so we look ourselves.
+                Some(attr) => Err(malformed(
+                    code::UPDATE,
+                    code::UPDATE_UNRECOGNIZED_WELL_KNOWN,
+                    attr.to_vec(),
+                    format!("unrecognized well-known attribute type {}", attr[1]),
+                )),
+                None => Ok(Some(Message::Update(raw))),
+            },
             Ok(Some((msg, _ignored))) => Ok(Some(from_library(msg, raw))),
             Ok(None) => Ok(None),
             Err(BgpCodecDecoderError::BgpMessageParsingError(e)) => {
@@ -168,6 +179,45 @@ impl Encoder<Message> for Codec {
         }
         Ok(())
     }
+}
+
+/// Attribute type codes ferrolb recognizes: the well-known ones (ORIGIN, AS_PATH, NEXT_HOP,
+/// LOCAL_PREF, ATOMIC_AGGREGATE) and the optional ones the library parses. A mis-flagged
+/// recognized attribute is not "unrecognized"; RFC 7606 treats it as withdraw (a no-op here:
+/// ferrolb imports no routes).
+fn recognized_attribute(kind: u8) -> bool {
+    matches!(kind, 1..=10 | 14..=18 | 22 | 23 | 25 | 26 | 29 | 32 | 35 | 40 | 128)
+}
+
+/// The first path attribute (flags, type, length, value) of an UPDATE whose Optional bit is
+/// clear although its type is not one we recognize: an unrecognized well-known attribute.
+/// `raw` is a whole UPDATE the library accepted; every read is still bounds-checked.
+fn unrecognized_well_known(raw: &[u8]) -> Option<&[u8]> {
+    let len16 = |at: usize| -> Option<usize> {
+        let b = raw.get(at..at + 2)?;
+        Some(usize::from(u16::from_be_bytes([b[0], b[1]])))
+    };
+    let withdrawn = len16(HEADER_LEN)?;
+    let attrs_at = HEADER_LEN + 2 + withdrawn;
+    let total = len16(attrs_at)?;
+    let attrs = raw.get(attrs_at + 2..attrs_at + 2 + total)?;
+    let mut at = 0;
+    while at + 3 <= attrs.len() {
+        let (flags, kind) = (attrs[at], attrs[at + 1]);
+        let (value_len, head) = if flags & 0x10 != 0 {
+            let b = attrs.get(at + 2..at + 4)?;
+            (usize::from(u16::from_be_bytes([b[0], b[1]])), 4)
+        } else {
+            (usize::from(attrs[at + 2]), 3)
+        };
+        let end = at + head + value_len;
+        let attr = attrs.get(at..end)?;
+        if flags & 0x80 == 0 && !recognized_attribute(kind) {
+            return Some(attr);
+        }
+        at = end;
+    }
+    None
 }
 
 /// Writes a message with a fixed body.
@@ -351,6 +401,52 @@ mod tests {
                 }
                 other => panic!("{bytes:?}: {other:?}"),
             }
+        }
+    }
+
+    /// An UPDATE for 203.0.113.0/24 with ORIGIN, AS_PATH [64513], NEXT_HOP and `extra`.
+    fn update_with(extra: &[u8]) -> Vec<u8> {
+        let mut attrs = vec![0x40, 1, 1, 0, 0x40, 2, 6, 2, 1, 0, 0, 0xfb, 0xf9];
+        attrs.extend_from_slice(&[0x40, 3, 4, 192, 0, 2, 1]);
+        attrs.extend_from_slice(extra);
+        let mut body = vec![0, 0];
+        body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        body.extend_from_slice(&attrs);
+        body.extend_from_slice(&[24, 203, 0, 113]);
+        let mut m = vec![0xff; 16];
+        m.extend_from_slice(&((HEADER_LEN + body.len()) as u16).to_be_bytes());
+        m.push(2);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn unrecognized_well_known_attribute_is_update_error_2_with_the_attribute() {
+        // Regression (issue 8): the library kept it as an unknown attribute and the session
+        // went on; RFC 4271 §6.3 wants NOTIFICATION 3/2 with the attribute as data.
+        for attr in [vec![0x40, 99, 1, 7], vec![0x50, 200, 0, 2, 1, 2]] {
+            let mut buf = BytesMut::from(&update_with(&attr)[..]);
+            match Codec::default().decode(&mut buf) {
+                Err(DecodeError::Malformed { notification, .. }) => {
+                    assert_eq!((notification.code, notification.subcode), (code::UPDATE, 2));
+                    assert_eq!(notification.data, attr);
+                }
+                other => panic!("{attr:?}: {other:?}"),
+            }
+        }
+        // Optional unknown attributes (transitive or not) are fine, and so are known ones.
+        for attr in [
+            vec![0xc0, 99, 1, 7],
+            vec![0x80, 99, 0],
+            vec![0xc0, 8, 4, 0, 1, 0, 2],
+        ] {
+            let raw = update_with(&attr);
+            let mut buf = BytesMut::from(&raw[..]);
+            assert_eq!(
+                Codec::default().decode(&mut buf).unwrap(),
+                Some(Message::Update(raw)),
+                "{attr:?}"
+            );
         }
     }
 

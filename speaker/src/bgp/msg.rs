@@ -25,6 +25,8 @@ pub mod code {
     pub const OPEN_BAD_BGP_ID: u8 = 3;
     /// OPEN subcode: Unacceptable Hold Time.
     pub const OPEN_BAD_HOLD_TIME: u8 = 6;
+    /// UPDATE subcode: Unrecognized Well-known Attribute.
+    pub const UPDATE_UNRECOGNIZED_WELL_KNOWN: u8 = 2;
     /// Cease subcode: Peer De-configured.
     pub const CEASE_PEER_DECONFIGURED: u8 = 3;
     /// Cease subcode: Administrative Shutdown.

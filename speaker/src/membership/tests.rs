@@ -120,3 +120,89 @@ async fn a_member_with_another_secret_never_appears() {
     assert_eq!(*b.live().borrow(), both);
     assert_eq!(*intruder.live().borrow(), names(&["sec-x"]));
 }
+
+/// Sends one memberlist `dead` message accusing `node` to `to` over UDP, encrypted with `key`
+/// (`None`: plaintext), exactly as a member would gossip it.
+async fn send_forged_dead(to: SocketAddr, node: &str, key: Option<&[u8]>) {
+    use memberlist::proto::{Dead, EncryptionAlgorithm, Message, ProtoEncoder, SecretKey};
+    use std::sync::Arc;
+    let msgs = [Message::<Arc<str>, SocketAddr>::Dead(Dead::new(
+        // Far above any real incarnation, so a member that trusted it would act on it.
+        1000,
+        Arc::from(node),
+        Arc::from("forger"),
+    ))];
+    let mut enc = ProtoEncoder::new(1400).with_messages(msgs);
+    if let Some(k) = key {
+        enc = enc.with_encryption(
+            EncryptionAlgorithm::NoPadding,
+            SecretKey::from(super::secret::derive_key(k)),
+        );
+    }
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for payload in enc.encode() {
+        sock.send_to(payload.unwrap().as_slice(), to).await.unwrap();
+    }
+}
+
+/// Watches `rx` for `limit` and returns true if `node` was ever missing from it.
+async fn ever_missing(
+    mut rx: watch::Receiver<BTreeSet<String>>,
+    node: &str,
+    limit: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if !rx.borrow_and_update().contains(node) {
+            return true;
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// A process without the shared secret cannot forge a live member's death: a `dead` message
+/// about `fd-b`, sent straight to `fd-a` encrypted with another key, or unencrypted, changes
+/// nothing. The same message encrypted with the cluster's key does make `fd-a` drop `fd-b` (until
+/// `fd-b` refutes it), which shows the forged message is well-formed and only the key stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_the_secret_cannot_forge_a_death() {
+    let a = MemberlistMembership::start(cfg("fd-a", &[], SECRET))
+        .await
+        .unwrap();
+    let b = MemberlistMembership::start(cfg("fd-b", &[a.address()], SECRET))
+        .await
+        .unwrap();
+    let both = names(&["fd-a", "fd-b"]);
+    wait_for(&mut a.live(), &both, Duration::from_secs(5)).await;
+    wait_for(&mut b.live(), &both, Duration::from_secs(5)).await;
+
+    let watch_a = tokio::spawn(ever_missing(a.live(), "fd-b", Duration::from_secs(3)));
+    for _ in 0..20 {
+        send_forged_dead(a.address(), "fd-b", Some(b"wrong-secret")).await;
+        send_forged_dead(a.address(), "fd-b", None).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !watch_a.await.unwrap(),
+        "a forged death without the secret made fd-a drop fd-b"
+    );
+    assert_eq!(*a.live().borrow(), both);
+    println!("membership: 40 forged dead messages (wrong key, plaintext) changed nothing");
+
+    // Control: the same accusation with the right key is believed.
+    let watch_a = tokio::spawn(ever_missing(a.live(), "fd-b", Duration::from_secs(3)));
+    send_forged_dead(a.address(), "fd-b", Some(SECRET)).await;
+    assert!(
+        watch_a.await.unwrap(),
+        "control: a dead message with the right key was not acted on (forged format wrong?)"
+    );
+    // fd-b refutes (a higher incarnation) and is back.
+    let back = wait_for(&mut a.live(), &both, Duration::from_secs(5)).await;
+    println!(
+        "membership: control with the right key: fd-b dropped, back after {} ms",
+        back.as_millis()
+    );
+}
