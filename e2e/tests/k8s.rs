@@ -746,3 +746,580 @@ async fn service_that_stops_being_a_load_balancer_is_cleared_and_its_ip_reused(
     wait_ingress_eq(&client, ns, "waiting", &["192.0.2.130"]).await?;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// `ferrolb speaker` against the real apiserver, each speaker inside its own node namespace on a
+// shared bridge, a client namespace that uses real `arping`.
+//
+// A namespace cannot reach the host's loopback, where the apiserver listens, so each node gets
+// a forwarder: inside the node, `socat` listens on 127.0.0.1:<apiserver port> and connects to a
+// unix socket on the host (a file, reachable from every namespace), where a host `socat`
+// forwards to the apiserver. The kubeconfig therefore works unchanged inside the namespaces
+// (same address and port, the certificate's 127.0.0.1 SAN still matches).
+// ---------------------------------------------------------------------------------------------
+
+use ferrolb_e2e::netns::{Netns, Switch};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+const SPEAKER_NS: &str = "metallb-system";
+const APPS: &str = "apps";
+
+fn netns_skip() -> bool {
+    if !ferrolb_e2e::is_root() || !ferrolb_e2e::have_programs(&["socat", "arping", "curl"]) {
+        eprintln!("SKIP: needs root, socat, arping and curl");
+        return true;
+    }
+    false
+}
+
+/// The apiserver's port, from the kubeconfig's `server: https://127.0.0.1:PORT`.
+fn apiserver_port(kubeconfig: &std::path::Path) -> anyhow::Result<u16> {
+    let text = std::fs::read_to_string(kubeconfig)?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
+        .and_then(|p| p.trim().parse().ok())
+        .context("no server: https://127.0.0.1:PORT in the kubeconfig")
+}
+
+/// MACs of `arping` reply lines like `Unicast reply from 192.0.2.100 [66:E0:..]  0.6ms`.
+fn arping_macs(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.contains("reply from"))
+        .filter_map(|l| Some(l[l.find('[')? + 1..l.find(']')?].to_lowercase()))
+        .collect()
+}
+
+struct SpeakerNode {
+    name: String,
+    ip: String,
+    mac: String,
+    speaker: Option<Child>,
+    log: PathBuf,
+    // Dropped after the speaker: kills the forwarder and removes the namespace.
+    ns: Netns,
+}
+
+impl Drop for SpeakerNode {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.speaker.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A bridge, node namespaces reaching the apiserver through forwarders, a client namespace.
+struct SpeakerLab {
+    nodes: Vec<SpeakerNode>,
+    client_ns: Netns,
+    host_forwarder: Option<Child>,
+    kubeconfig: PathBuf,
+    dir: PathBuf,
+    _switch: Switch,
+}
+
+impl SpeakerLab {
+    /// `n` nodes `node-a`, `node-b`, ... at 192.0.2.11, .12, ...; RBAC from the manifests, the
+    /// speaker runs as the ServiceAccount `metallb-system/speaker`.
+    async fn new(env: &TestEnv, n: usize) -> anyhow::Result<SpeakerLab> {
+        ferrolb_e2e::netns::remove_stale();
+        let manifests = ferrolb_e2e::workspace_root().join("manifests");
+        env.apply_manifest(&manifests.join("namespace.yaml"))
+            .await?;
+        env.apply_manifest(&manifests.join("rbac.yaml")).await?;
+        env.namespace(APPS).await?;
+        let dir = env.state_dir().to_path_buf();
+        let port = apiserver_port(env.kubeconfig())?;
+        let sock = dir.join("apiserver.sock");
+        let host_forwarder = Command::new("socat")
+            .arg(format!("UNIX-LISTEN:{},fork,unlink-early", sock.display()))
+            .arg(format!("TCP:127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start the host socat forwarder")?;
+        let mut switch = Switch::create()?;
+        let client_ns = Netns::create("kcl")?;
+        switch.attach(&client_ns, "eth0")?;
+        client_ns.add_addr("eth0", "192.0.2.1/24")?;
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let ns = Netns::create("knd")?;
+            switch.attach(&ns, "eth0")?;
+            let ip = format!("192.0.2.{}", 11 + i);
+            ns.add_addr("eth0", &format!("{ip}/24"))?;
+            ns.spawn(
+                "socat",
+                &[
+                    &format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"),
+                    &format!("UNIX-CONNECT:{}", sock.display()),
+                ],
+            )?;
+            let name = format!("node-{}", (b'a' + i as u8) as char);
+            nodes.push(SpeakerNode {
+                mac: ns.mac("eth0")?,
+                log: dir.join(format!("speaker-{name}.log")),
+                name,
+                ip,
+                speaker: None,
+                ns,
+            });
+        }
+        let lab = SpeakerLab {
+            nodes,
+            client_ns,
+            host_forwarder: Some(host_forwarder),
+            kubeconfig: env.service_account_kubeconfig("speaker"),
+            dir,
+            _switch: switch,
+        };
+        for node in &lab.nodes {
+            create_node(&env.client(), &node.name, &node.ip).await?;
+        }
+        Ok(lab)
+    }
+
+    /// Starts `ferrolb speaker` in node `i`'s namespace.
+    fn start_speaker(&mut self, i: usize, extra: &[&str]) -> anyhow::Result<()> {
+        let bin = ferrolb_e2e::ferrolb_bin()?;
+        let node = &mut self.nodes[i];
+        let out = std::fs::File::create(&node.log)?;
+        let child = node
+            .ns
+            .command(&bin.to_string_lossy())
+            .arg("speaker")
+            .args(["--node-name", &node.name, "--namespace", SPEAKER_NS])
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--metrics-addr", "127.0.0.1:7473"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("FERROLB_ML_SECRET", "k8s-speaker-e2e-secret")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .context("spawn ferrolb speaker")?;
+        node.speaker = Some(child);
+        Ok(())
+    }
+
+    /// Memberlist flags for node `i`: bind on its address; peers from the Node objects.
+    fn ml_flags(&self, i: usize) -> Vec<String> {
+        vec![
+            "--ml-bind".into(),
+            format!("{}:7946", self.nodes[i].ip),
+            "--ml-join-nodes".into(),
+        ]
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {} ---\n{}",
+                    n.name,
+                    std::fs::read_to_string(&n.log).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `arping -c COUNT` from the client: the MAC of every reply.
+    fn arping(&self, vip: &str, count: u32) -> anyhow::Result<Vec<String>> {
+        let out = self
+            .client_ns
+            .command("arping")
+            .args(["-c", &count.to_string(), "-w", &(count + 1).to_string()])
+            .args(["-I", "eth0", vip])
+            .output()?;
+        Ok(arping_macs(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Waits until `count` ARP requests in a row are all answered by node `want` (any node when
+    /// `None`); returns the index of the answering node.
+    fn wait_answered_by(
+        &self,
+        vip: &str,
+        want: Option<usize>,
+        limit: Duration,
+    ) -> anyhow::Result<usize> {
+        let start = Instant::now();
+        let mut last = Vec::new();
+        while start.elapsed() < limit {
+            last = self.arping(vip, 2)?;
+            if last.len() == 2 && last[0] == last[1] {
+                let who = self.nodes.iter().position(|n| n.mac == last[0]);
+                if let Some(who) = who {
+                    if want.is_none_or(|w| w == who) {
+                        return Ok(who);
+                    }
+                }
+            }
+        }
+        bail!(
+            "{vip}: not answered by {:?} within {limit:?} (last replies {last:?})\n{}",
+            want.map(|w| &self.nodes[w].name),
+            self.logs()
+        )
+    }
+
+    /// Probes `vip` from the client with a fresh one-shot `arping` every 25 ms (each waits up to
+    /// 1 s for its reply; iputils takes whole seconds only) until one gets an answer from `mac`;
+    /// returns how long after `since` that answer came.
+    fn first_reply_from(
+        &self,
+        vip: &str,
+        mac: &str,
+        since: Instant,
+        limit: Duration,
+    ) -> anyhow::Result<Option<Duration>> {
+        let mut running: Vec<Child> = Vec::new();
+        let mut next = Instant::now();
+        let mut found = None;
+        while found.is_none() && since.elapsed() < limit {
+            if Instant::now() >= next {
+                running.push(
+                    self.client_ns
+                        .command("arping")
+                        .args(["-c", "1", "-w", "1", "-I", "eth0", vip])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::null())
+                        .spawn()?,
+                );
+                next += Duration::from_millis(25);
+            }
+            let mut i = 0;
+            while i < running.len() {
+                if running[i].try_wait()?.is_some() {
+                    let out = running.remove(i).wait_with_output()?;
+                    let at = since.elapsed();
+                    if found.is_none()
+                        && arping_macs(&String::from_utf8_lossy(&out.stdout))
+                            .iter()
+                            .any(|m| m == mac)
+                    {
+                        found = Some(at);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for mut c in running {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Ok(found)
+    }
+
+    /// The speaker's metric `name` on node `i` (through curl inside the namespace).
+    fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let body = self.nodes[i]
+            .ns
+            .exec_stdout("curl", &["-s", "-m", "2", "http://127.0.0.1:7473/metrics"])
+            .ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    fn wait_metric(&self, i: usize, name: &str, value: f64) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            if self.metric(i, name) == Some(value) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!(
+            "{}: {name} never became {value} (last {:?})\n{}",
+            self.nodes[i].name,
+            self.metric(i, name),
+            self.logs()
+        )
+    }
+}
+
+impl Drop for SpeakerLab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        self.nodes.clear();
+        if let Some(mut f) = self.host_forwarder.take() {
+            let _ = f.kill();
+            let _ = f.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.join("apiserver.sock"));
+    }
+}
+
+/// A Node object with an InternalIP and a Ready condition (there is no kubelet).
+async fn create_node(client: &Client, name: &str, ip: &str) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+    }))?;
+    api.create(&PostParams::default(), &node)
+        .await
+        .with_context(|| format!("create Node {name}"))?;
+    let status = serde_json::json!({"status": {
+        "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .with_context(|| format!("Node {name} status"))?;
+    Ok(())
+}
+
+/// A LoadBalancer Service in `apps` whose status already holds `ip` (written directly, as the
+/// controller would).
+async fn create_lb_with_ip(
+    client: &Client,
+    name: &str,
+    policy: &str,
+    ip: &str,
+) -> anyhow::Result<()> {
+    let api: Api<Service> = Api::namespaced(client.clone(), APPS);
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": APPS},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy,
+                 "selector": {"app": name}, "ports": [{"port": 80, "protocol": "TCP"}]},
+    }))?;
+    api.create(&PostParams::default(), &svc).await?;
+    let status = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+/// The endpoints of an EndpointSlice, one per `(node, ready)`.
+fn endpoints_json(eps: &[(&str, bool)]) -> serde_json::Value {
+    serde_json::Value::Array(
+        eps.iter()
+            .enumerate()
+            .map(|(i, (node, ready))| {
+                serde_json::json!({"addresses": [format!("198.51.100.{}", 50 + i)],
+                                   "nodeName": node, "conditions": {"ready": ready}})
+            })
+            .collect(),
+    )
+}
+
+/// Creates or replaces the EndpointSlice of Service `svc` in `apps`.
+async fn set_endpoints(client: &Client, svc: &str, eps: &[(&str, bool)]) -> anyhow::Result<()> {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), APPS);
+    let name = format!("{svc}-slice");
+    let obj = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": APPS,
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "endpoints": endpoints_json(eps),
+        "ports": [{"port": 80, "protocol": "TCP"}],
+    });
+    api.patch(
+        &name,
+        &PatchParams::apply("ferrolb-test").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .with_context(|| format!("apply EndpointSlice {name}"))?;
+    Ok(())
+}
+
+/// Waits for an Event `reason` about `apps/<regarding>` whose note contains `text`.
+async fn wait_event_note(
+    client: &Client,
+    regarding: &str,
+    reason: &str,
+    text: &str,
+) -> anyhow::Result<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), APPS);
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        let events = api.list(&ListParams::default()).await?;
+        if let Some(ev) = events.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(regarding)
+                && e.note.as_deref().is_some_and(|n| n.contains(text))
+        }) {
+            return Ok(ev);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("no {reason} Event about {APPS}/{regarding} mentioning {text:?} within {WAIT:?}")
+}
+
+/// Two speakers with membership (peers found from the Node objects): one answers ARP for the
+/// Service's address, a `nodeAssigned` Event names it; SIGKILL it and the other answers, timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speakers_in_namespaces_answer_arp_and_fail_over() -> anyhow::Result<()> {
+    if netns_skip() {
+        return Ok(());
+    }
+    let env = TestEnv::start().await?;
+    let client = env.client();
+    let mut lab = SpeakerLab::new(&env, 2).await?;
+    apply_config(
+        &client,
+        SPEAKER_NS,
+        &pool_config(&[("l2", "192.0.2.100-192.0.2.110")]),
+    )
+    .await?;
+    let vip = "192.0.2.100";
+    create_lb_with_ip(&client, "web", "Cluster", vip).await?;
+    set_endpoints(&client, "web", &[("node-a", true)]).await?;
+    for i in 0..2 {
+        let flags = lab.ml_flags(i);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        lab.start_speaker(i, &flags)?;
+    }
+    let started = Instant::now();
+    // Until the two have found each other each counts only itself: wait for one answerer.
+    let winner = lab.wait_answered_by(vip, None, Duration::from_secs(30))?;
+    eprintln!(
+        "speaker: {vip} answered by one node ({}) within {} ms of both speakers starting",
+        lab.nodes[winner].name,
+        started.elapsed().as_millis()
+    );
+    let one = lab.arping(vip, 1)?;
+    assert_eq!(
+        one,
+        vec![lab.nodes[winner].mac.clone()],
+        "exactly one reply"
+    );
+    let winner_name = lab.nodes[winner].name.clone();
+    wait_event_note(&client, "web", "nodeAssigned", &winner_name).await?;
+    lab.wait_metric(winner, "metallb_k8s_client_config_loaded_bool", 1.0)?;
+    lab.wait_metric(winner, "metallb_k8s_client_config_stale_bool", 0.0)?;
+
+    // Kill the winner, then probe from the client until the survivor answers.
+    let survivor = 1 - winner;
+    let survivor_mac = lab.nodes[survivor].mac.clone();
+    if let Some(mut c) = lab.nodes[winner].speaker.take() {
+        c.kill()?;
+        c.wait()?;
+    }
+    let killed = Instant::now();
+    let took = lab.first_reply_from(vip, &survivor_mac, killed, Duration::from_secs(10))?;
+    let took = took.with_context(|| format!("no answer from the survivor\n{}", lab.logs()))?;
+    eprintln!(
+        "speaker failover: {} answered ARP for {vip} {} ms after the winner's speaker was SIGKILLed",
+        lab.nodes[survivor].name,
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(2), "failover took {took:?}");
+    assert_eq!(
+        lab.arping(vip, 2)?,
+        vec![survivor_mac.clone(), survivor_mac]
+    );
+    let survivor_name = lab.nodes[survivor].name.clone();
+    wait_event_note(&client, "web", "nodeAssigned", &survivor_name).await?;
+
+    // SIGTERM: the survivor leaves cleanly and stops answering.
+    let mut c = lab.nodes[survivor].speaker.take().context("survivor")?;
+    Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = c.try_wait()? {
+            break s;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "speaker ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "speaker exit {status}\n{}", lab.logs());
+    assert!(
+        lab.arping(vip, 1)?.is_empty(),
+        "nobody answers after SIGTERM"
+    );
+    Ok(())
+}
+
+/// Without membership (liveness from Node Ready): an `externalTrafficPolicy: Local` Service is
+/// answered only by the node with a ready endpoint, and moves with it; a breaking config is
+/// refused (stale metric) while announcements go on; losing the apiserver changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_policy_follows_the_ready_endpoint_and_survives_refusal_and_apiserver_loss(
+) -> anyhow::Result<()> {
+    if netns_skip() {
+        return Ok(());
+    }
+    let env = TestEnv::start().await?;
+    let client = env.client();
+    let mut lab = SpeakerLab::new(&env, 2).await?;
+    apply_config(
+        &client,
+        SPEAKER_NS,
+        &pool_config(&[("l2", "192.0.2.100-192.0.2.110")]),
+    )
+    .await?;
+    let vip = "192.0.2.101";
+    create_lb_with_ip(&client, "local", "Local", vip).await?;
+    set_endpoints(&client, "local", &[("node-a", false), ("node-b", true)]).await?;
+    lab.start_speaker(0, &[])?;
+    lab.start_speaker(1, &[])?;
+    lab.wait_answered_by(vip, Some(1), Duration::from_secs(30))?;
+    let macs = lab.arping(vip, 3)?;
+    assert_eq!(
+        macs,
+        vec![lab.nodes[1].mac.clone(); 3],
+        "only node-b answers"
+    );
+    wait_event_note(&client, "local", "nodeAssigned", "node-b").await?;
+
+    // The endpoint moves to node-a: node-a takes over.
+    set_endpoints(&client, "local", &[("node-a", true), ("node-b", false)]).await?;
+    let moved = Instant::now();
+    let took = lab
+        .first_reply_from(vip, &lab.nodes[0].mac, moved, Duration::from_secs(10))?
+        .context("node-a never answered after the endpoint moved")?;
+    eprintln!(
+        "speaker: EndpointSlice moved to node-a, node-a answered ARP {} ms after the update",
+        took.as_millis()
+    );
+    lab.wait_answered_by(vip, Some(0), Duration::from_secs(10))?;
+    wait_event_note(&client, "local", "nodeAssigned", "node-a").await?;
+
+    // A breaking config (the pool no longer holds the address) is refused; node-a keeps answering.
+    apply_config(
+        &client,
+        SPEAKER_NS,
+        &pool_config(&[("l2", "192.0.2.105/32")]),
+    )
+    .await?;
+    for i in 0..2 {
+        lab.wait_metric(i, "metallb_k8s_client_config_stale_bool", 1.0)?;
+    }
+    assert_eq!(lab.arping(vip, 2)?, vec![lab.nodes[0].mac.clone(); 2]);
+    let log = std::fs::read_to_string(&lab.nodes[0].log)?;
+    assert!(log.contains("new configuration refused"), "{log}");
+
+    // The apiserver becomes unreachable: the speakers keep running and node-a keeps answering.
+    if let Some(mut f) = lab.host_forwarder.take() {
+        f.kill()?;
+        f.wait()?;
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lab.arping(vip, 2)?, vec![lab.nodes[0].mac.clone(); 2]);
+    for n in &mut lab.nodes {
+        let c = n.speaker.as_mut().context("speaker")?;
+        assert!(
+            c.try_wait()?.is_none(),
+            "{} exited without the apiserver",
+            n.name
+        );
+    }
+    Ok(())
+}
