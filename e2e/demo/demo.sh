@@ -25,7 +25,6 @@ declare -A NS=([node-a]="$PREFIX-a" [node-b]="$PREFIX-b")
 declare -A ADDR=([node-a]=192.0.2.11 [node-b]=192.0.2.12)
 declare -A MAC=() FLB_PID=() HTTP_PID=()
 CREATED=()   # namespaces this run created, removed by name on exit
-PIDS=()      # background processes this run started
 DIR=""
 STEP="setup (packages, build, namespaces)"
 T0=""
@@ -45,9 +44,9 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   disown -a 2>/dev/null || true  # no "Killed" job notices
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   for ns in "${CREATED[@]}"; do
-    # Whatever still runs inside a namespace this run created was started by this run.
+    # Every background process this run started runs inside one of its namespaces, and nothing
+    # else does: kill them by pid from there (never by name, never a pid that might be reused).
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
   done
   for ns in "${CREATED[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
@@ -182,9 +181,9 @@ protocol bgp node_b {
 }
 EOF
 ip netns exec "$NS_RT" bird -f -c "$DIR/bird.conf" -s "$DIR/bird.ctl" >"$DIR/bird.log" 2>&1 &
-PIDS+=($!)
 birdc() { command birdc -s "$DIR/bird.ctl" "$@" | sed '/^BIRD .* ready\.$/d'; }
-wait_until 10 "BIRD started" birdc show status >/dev/null 2>&1
+bird_up() { birdc show status >/dev/null 2>&1; }
+wait_until 10 "BIRD started" bird_up
 
 start_node() {
   local n=$1 other=$2
@@ -193,7 +192,6 @@ start_node() {
     --ml-join "${ADDR[$other]}:7946" --ml-secret-file "$DIR/ml-secret" \
     >"$DIR/$n.out" 2>"$DIR/$n.log" </dev/null &
   FLB_PID[$n]=$!
-  PIDS+=($!)
 }
 start_node node-a node-b
 start_node node-b node-a
@@ -228,7 +226,6 @@ for n in "${NODES[@]}"; do
   ip netns exec "${NS[$n]}" "$PY" -m http.server 80 --bind 0.0.0.0 --directory "$DIR/www-$n" \
     >"$DIR/http-$n.log" 2>&1 </dev/null &
   HTTP_PID[$n]=$!
-  PIDS+=($!)
 done
 
 # ---------------------------------------------------------------- 2. BGP
@@ -277,11 +274,12 @@ say "  $WIN_MAC is $WIN's eth0 ($OTHER's is ${MAC[$OTHER]}): $WIN is the layer2 
 # ---------------------------------------------------------------- 4. curl
 section 4 "curl through each address from the client"
 get() { nsexec "$NS_CL" curl -sS -m 2 "http://$1/"; }
-wait_until 10 "curl http://$L2_IP/" get "$L2_IP" >/dev/null 2>&1
+answers() { get "$1" >/dev/null 2>&1; }
+wait_until 10 "curl http://$L2_IP/" answers "$L2_IP"
 l2_reply=$(get "$L2_IP") || fail "curl http://$L2_IP/ failed"
 say "  curl http://$L2_IP/  (layer2)        -> $l2_reply"
 [ "$l2_reply" = "hello from $WIN" ] || fail "layer2 address answered by '$l2_reply', ARP winner is $WIN"
-wait_until 10 "curl http://$BGP_IP/" get "$BGP_IP" >/dev/null 2>&1
+wait_until 10 "curl http://$BGP_IP/" answers "$BGP_IP"
 bgp_reply=$(get "$BGP_IP") || fail "curl http://$BGP_IP/ failed"
 say "  curl http://$BGP_IP/ (bgp, via BIRD) -> $bgp_reply"
 [[ $bgp_reply == "hello from node-"[ab] ]] || fail "bgp address answered '$bgp_reply'"
@@ -291,7 +289,6 @@ section 5 "Failover: $WIN dies (SIGKILL), $OTHER takes $L2_IP over"
 ip netns exec "$NS_CL" "$PY" "$DEMO/probe.py" "$L2_IP" --interval 10 --timeout 0.5 --streak 30 --max 15 \
   --kill-file "$DIR/kill-ms" --log "$DIR/probe.log" >"$DIR/probe.out" 2>&1 </dev/null &
 PROBE_PID=$!
-PIDS+=($!)
 probing() {
   local c
   c=$(grep -c "hello from $WIN" "$DIR/probe.log" 2>/dev/null) || true
