@@ -147,8 +147,71 @@ impl TestEnv {
         self.state.join(format!("kubeconfig-{name}"))
     }
 
+    /// A kubeconfig that authenticates with a real ServiceAccount token of `namespace/name`
+    /// (TokenRequest API, one hour): the ServiceAccount must exist, as in a cluster. Written to
+    /// the state directory; returns its path.
+    pub async fn token_request_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<PathBuf> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let api: Api<ServiceAccount> = Api::namespaced(self.client(), namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let answer = api
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("TokenRequest for ServiceAccount {namespace}/{name}"))?;
+        let token = answer
+            .status
+            .map(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .with_context(|| format!("TokenRequest for {namespace}/{name}: no token"))?;
+        let admin_token = std::fs::read_to_string(self.state.join("token"))?;
+        let admin = std::fs::read_to_string(&self.kubeconfig)?;
+        let needle = format!("token: {}", admin_token.trim());
+        anyhow::ensure!(
+            admin.contains(&needle),
+            "admin kubeconfig has no token line"
+        );
+        let path = self
+            .state
+            .join(format!("kubeconfig-token-{namespace}-{name}"));
+        std::fs::write(&path, admin.replace(&needle, &format!("token: {token}")))?;
+        Ok(path)
+    }
+
+    /// Server-side apply, in order, every file listed under `resources:` in
+    /// `dir/kustomization.yaml` (plain files only; no overlays, patches or generators).
+    /// Returns the number of objects applied.
+    pub async fn apply_kustomization(&self, dir: &Path) -> anyhow::Result<usize> {
+        #[derive(Deserialize)]
+        struct Kustomization {
+            resources: Vec<String>,
+        }
+        let path = dir.join("kustomization.yaml");
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        let k: Kustomization =
+            serde_yaml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let mut n = 0;
+        for file in &k.resources {
+            n += self.apply_manifest(&dir.join(file)).await?;
+        }
+        Ok(n)
+    }
+
     /// Server-side apply every document of a multi-document YAML manifest (kinds: Namespace,
-    /// ServiceAccount, ConfigMap, ClusterRole, ClusterRoleBinding, Role, RoleBinding).
+    /// ServiceAccount, ConfigMap, Secret, ClusterRole, ClusterRoleBinding, Role, RoleBinding,
+    /// Deployment, DaemonSet). The apiserver checks every field against its schema: an unknown
+    /// or misspelt field fails the apply.
     pub async fn apply_manifest(&self, path: &Path) -> anyhow::Result<usize> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
@@ -170,6 +233,9 @@ impl TestEnv {
                 "Namespace" => ("namespaces", false),
                 "ServiceAccount" => ("serviceaccounts", true),
                 "ConfigMap" => ("configmaps", true),
+                "Secret" => ("secrets", true),
+                "Deployment" => ("deployments", true),
+                "DaemonSet" => ("daemonsets", true),
                 "ClusterRole" => ("clusterroles", false),
                 "ClusterRoleBinding" => ("clusterrolebindings", false),
                 "Role" => ("roles", true),
