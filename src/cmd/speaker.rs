@@ -86,3 +86,47 @@ async fn run_async(args: &SpeakerArgs, opts: Options) -> anyhow::Result<()> {
     info!("speaker stopped");
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    /// The DaemonSet's `args:` (with `$(VAR)` filled in) parse as `ferrolb speaker` flags.
+    #[test]
+    fn manifest_args_are_the_flags_we_implement() {
+        let manifest = include_str!("../../manifests/speaker.yaml");
+        let block = manifest
+            .split("        args:\n")
+            .nth(1)
+            .expect("speaker.yaml has args:");
+        let args: Vec<String> = block
+            .lines()
+            .map_while(|l| l.strip_prefix("        - "))
+            .map(|a| {
+                a.replace("$(NODE_NAME)", "node-1")
+                    .replace("$(POD_NAMESPACE)", "metallb-system")
+                    .replace("$(HOST_IP)", "192.0.2.11")
+            })
+            .collect();
+        assert_eq!(
+            args.first().map(String::as_str),
+            Some("speaker"),
+            "{args:?}"
+        );
+        let cli = Cli::try_parse_from(std::iter::once("ferrolb".to_string()).chain(args))
+            .unwrap_or_else(|e| panic!("manifests/speaker.yaml args: {e}"));
+        let Command::Speaker(s) = cli.command else {
+            panic!("not the speaker subcommand");
+        };
+        assert_eq!(s.node_name, "node-1");
+        assert_eq!(s.namespace, "metallb-system");
+        assert_eq!(s.metrics_addr.to_string(), "192.0.2.11:7473");
+        assert_eq!(
+            s.ml_bind.map(|a| a.to_string()).as_deref(),
+            Some("192.0.2.11:7946")
+        );
+        assert!(s.ml_join_nodes);
+    }
+}
