@@ -203,7 +203,10 @@ say "  AS 64512, membership) | client 192.0.2.100 | config: e2e/demo/config.yaml
 # ---------------------------------------------------------------- 1. assignments
 section 1 "Assignments (ferrolb standalone's own output)"
 nservices=$(grep -c '^kind: Service' "$DIR/services.yaml")
-assigned() { [ "$(grep -c ' -> ' "$DIR/$1.out" || true)" -ge "$nservices" ]; }
+assigned() {
+  kill -0 "${FLB_PID[$1]}" 2>/dev/null || fail "ferrolb on $1 exited: $(tail -n 3 "$DIR/$1.log")"
+  [ "$(grep -c ' -> ' "$DIR/$1.out" || true)" -ge "$nservices" ]
+}
 wait_until 15 "node-a assigned all $nservices Services" assigned node-a
 wait_until 15 "node-b assigned all $nservices Services" assigned node-b
 indent <"$DIR/node-a.out"
