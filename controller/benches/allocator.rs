@@ -1,62 +1,565 @@
-//! Allocation cost versus pool size: an IPv6 /64 must allocate as fast as an IPv4 /24.
-//! Run with `cargo bench -p ferrolb-controller --bench allocator`; prints ns per allocation.
+//! Allocator benchmark (issue 7, item 1): ferrolb's allocator next to a MetalLB-style reference
+//! allocator written here (walk each range from its first address, test each candidate against a
+//! used set), both measured in the same run on the same inputs.
+//!
+//! Run: `cargo bench -p ferrolb-controller --bench allocator` (full: 1k/10k/100k Services), or
+//! with `-- --smoke` / `FERROLB_BENCH_SMOKE=1` (1k only; seconds). Prints a table on stderr and
+//! one JSON object per measurement on stdout:
+//! `{"bench":"allocator","case":..,"n":..,"unit":..,"ferrolb_ns":..,"reference_ns":..,"ratio":..}`
+//! where `ratio = reference_ns / ferrolb_ns` (how many times faster ferrolb is) and `unit` says
+//! whether the nanoseconds are per operation or for the whole case. Each figure is the median of
+//! `reps` repetitions (≥ 3). The reference's O(n²) assignment is skipped above 10k Services
+//! (`reference_ns: null`).
 
+use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
+use std::net::IpAddr;
 use std::time::Instant;
 
-use ferrolb_config::{IpFamily, ServiceKey, ServiceView};
+use ferrolb_config::addr::{from_u128, is_buggy_ip, to_u128};
+use ferrolb_config::{Config, IpFamily, ServiceKey, ServicePort, ServiceView};
 use ferrolb_controller::allocator::Allocator;
 
-fn config(cidr: &str) -> ferrolb_config::Config {
-    ferrolb_config::parse(&format!(
-        "address-pools:\n- name: p\n  protocol: bgp\n  addresses: ['{cidr}']\n"
-    ))
-    .unwrap_or_default()
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+/// A pool layout: a name for the table and the MetalLB-format config text.
+struct Layout {
+    name: &'static str,
+    family: IpFamily,
+    yaml: String,
 }
 
-/// Allocates `n` Services (after `pre` restored ones), returns ns per allocation.
-fn run(cidr: &str, family: IpFamily, n: usize, rounds: usize) -> f64 {
-    let views: Vec<ServiceView> = (0..n)
+fn pool_yaml(name: &str, addrs: &[String], avoid_buggy: bool) -> String {
+    let mut s = format!(
+        "- name: {name}\n  protocol: bgp\n  avoid-buggy-ips: {avoid_buggy}\n  addresses:\n"
+    );
+    for a in addrs {
+        s.push_str(&format!("  - {a}\n"));
+    }
+    s
+}
+
+fn layouts(n: usize) -> Vec<Layout> {
+    // Enough /24s for n Services (254 usable each with avoid-buggy-ips) plus spare pools.
+    let slash24s = n.div_ceil(254) + 4;
+    let many: String = (0..slash24s)
         .map(|i| {
-            let mut v = ServiceView::new_load_balancer(ServiceKey::new("ns", format!("s{i:06}")));
-            v.ip_families = vec![family];
-            v
+            pool_yaml(
+                &format!("p{i:04}"),
+                &[format!("10.{}.{}.0/24", 64 + i / 256, i % 256)],
+                true,
+            )
         })
         .collect();
-    let mut best = f64::MAX;
-    for _ in 0..rounds {
-        let mut a = Allocator::new(config(cidr), "ferrolb");
+    vec![
+        Layout {
+            name: "IPv4 /15",
+            family: IpFamily::V4,
+            yaml: pool_yaml("big", &["10.0.0.0/15".into()], false),
+        },
+        Layout {
+            name: "IPv4 many /24",
+            family: IpFamily::V4,
+            yaml: many,
+        },
+        Layout {
+            name: "IPv6 /64",
+            family: IpFamily::V6,
+            yaml: pool_yaml("v6", &["2001:db8:1:2::/64".into()], false),
+        },
+        Layout {
+            name: "IPv6 /48",
+            family: IpFamily::V6,
+            yaml: pool_yaml("v6", &["2001:db8:1::/48".into()], false),
+        },
+    ]
+}
+
+fn config(yaml_pools: &str) -> Config {
+    ferrolb_config::parse(&format!("address-pools:\n{yaml_pools}"))
+        .unwrap_or_else(|e| panic!("bench config does not parse: {e:?}"))
+}
+
+/// A realistic Service: one TCP port, a one-label selector, single-stack `family`.
+fn service(i: usize, family: IpFamily) -> ServiceView {
+    let mut v = ServiceView::new_load_balancer(ServiceKey::new("default", format!("svc-{i:07}")));
+    v.ip_families = vec![family];
+    v.ports = vec![ServicePort {
+        protocol: "TCP".into(),
+        port: 80,
+    }];
+    v.selector.insert("app".into(), format!("app-{i:07}"));
+    v
+}
+
+/// Deterministic xorshift PRNG (same churn pattern for both allocators).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `k` distinct indices below `n`, in a fixed pseudo-random order.
+fn churn_victims(n: usize, k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for i in 0..k.min(n) {
+        let j = i + (rng.next() as usize) % (n - i);
+        idx.swap(i, j);
+    }
+    idx.truncate(k);
+    idx
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference: how MetalLB's allocator finds an address (controller/allocator, 0.12–0.13):
+// for each pool in order, walk each range from its first address and test every candidate
+// against the set of used addresses; restore and config checks scan the pools linearly.
+
+struct RefRange {
+    family: IpFamily,
+    first: u128,
+    last: u128,
+}
+
+struct RefPool {
+    name: String,
+    avoid_buggy: bool,
+    auto_assign: bool,
+    ranges: Vec<RefRange>,
+}
+
+impl RefPool {
+    fn contains(&self, ip: &IpAddr) -> bool {
+        let v = to_u128(ip);
+        let f = IpFamily::of(ip);
+        self.ranges
+            .iter()
+            .any(|r| r.family == f && r.first <= v && v <= r.last)
+            && !(self.avoid_buggy && is_buggy_ip(ip))
+    }
+}
+
+#[derive(Default)]
+struct Reference {
+    pools: Vec<RefPool>,
+    used: HashSet<IpAddr>,
+    by_service: HashMap<ServiceKey, (IpAddr, String)>,
+}
+
+impl Reference {
+    fn new(config: &Config) -> Reference {
+        Reference {
+            pools: ref_pools(config),
+            ..Reference::default()
+        }
+    }
+
+    fn allocate(&mut self, v: &ServiceView) -> Option<IpAddr> {
+        if let Some((ip, _)) = self.by_service.get(&v.key) {
+            return Some(*ip);
+        }
+        let family = v.ip_families.first().copied().unwrap_or(IpFamily::V4);
+        for p in self.pools.iter().filter(|p| p.auto_assign) {
+            for r in p.ranges.iter().filter(|r| r.family == family) {
+                let mut c = r.first;
+                loop {
+                    let ip = from_u128(family, c)?;
+                    let skip = p.avoid_buggy && is_buggy_ip(&ip);
+                    if !skip && !self.used.contains(&ip) {
+                        self.used.insert(ip);
+                        self.by_service.insert(v.key.clone(), (ip, p.name.clone()));
+                        return Some(ip);
+                    }
+                    if c == r.last {
+                        break;
+                    }
+                    c += 1;
+                }
+            }
+        }
+        None
+    }
+
+    fn release(&mut self, key: &ServiceKey) {
+        if let Some((ip, _)) = self.by_service.remove(key) {
+            self.used.remove(&ip);
+        }
+    }
+
+    /// Records an address a Service already holds (MetalLB's `Assign` of the status IP).
+    fn restore(&mut self, v: &ServiceView) -> bool {
+        let Some(ip) = v.ingress_ips.first().copied() else {
+            return false;
+        };
+        let Some(p) = self.pools.iter().find(|p| p.contains(&ip)) else {
+            return false;
+        };
+        if !self.used.insert(ip) {
+            return false;
+        }
+        self.by_service.insert(v.key.clone(), (ip, p.name.clone()));
+        true
+    }
+
+    /// MetalLB's config compatibility check: every held address must be in some new pool.
+    fn config_ok(&self, new: &Config) -> Result<(), usize> {
+        let pools = ref_pools(new);
+        let broken = self
+            .by_service
+            .values()
+            .filter(|(ip, _)| !pools.iter().any(|p| p.contains(ip)))
+            .count();
+        if broken == 0 {
+            Ok(())
+        } else {
+            Err(broken)
+        }
+    }
+}
+
+fn ref_pools(config: &Config) -> Vec<RefPool> {
+    config
+        .pools
+        .iter()
+        .map(|p| RefPool {
+            name: p.name.clone(),
+            avoid_buggy: p.avoid_buggy_ips,
+            auto_assign: p.auto_assign,
+            ranges: p
+                .ranges
+                .iter()
+                .map(|r| RefRange {
+                    family: r.family(),
+                    first: to_u128(&r.first()),
+                    last: to_u128(&r.last()),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let m = xs.len() / 2;
+    if xs.len() % 2 == 1 {
+        xs[m]
+    } else {
+        (xs[m - 1] + xs[m]) / 2.0
+    }
+}
+
+/// Median over `reps` runs of `f`, which sets up untimed state and returns the timed ns.
+fn measure(reps: usize, mut f: impl FnMut() -> f64) -> f64 {
+    median((0..reps).map(|_| f()).collect())
+}
+
+struct Row {
+    case: String,
+    n: usize,
+    unit: &'static str,
+    ferrolb_ns: f64,
+    reference_ns: Option<f64>,
+}
+
+fn emit(rows: &mut Vec<Row>, row: Row) {
+    let ratio = row.reference_ns.map(|r| r / row.ferrolb_ns);
+    let num = |x: Option<f64>| x.map_or("null".to_string(), |x| format!("{x:.1}"));
+    println!(
+        "{{\"bench\":\"allocator\",\"case\":\"{}\",\"n\":{},\"unit\":\"{}\",\"ferrolb_ns\":{:.1},\"reference_ns\":{},\"ratio\":{}}}",
+        row.case,
+        row.n,
+        row.unit,
+        row.ferrolb_ns,
+        num(row.reference_ns),
+        num(ratio),
+    );
+    eprintln!(
+        "{:<34} {:>7} {:>9} {:>14} {:>16} {:>10}",
+        row.case,
+        row.n,
+        row.unit,
+        fmt_ns(row.ferrolb_ns),
+        row.reference_ns.map_or("-".into(), fmt_ns),
+        ratio.map_or("-".into(), |r| format!("{r:.0}x")),
+    );
+    rows.push(row);
+}
+
+fn fmt_ns(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e4 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+/// An allocator holding services `0..n` (allocated in order).
+fn filled(cfg: &Config, views: &[ServiceView]) -> Allocator {
+    let mut a = Allocator::new(cfg.clone(), "ferrolb");
+    for v in views {
+        a.allocate(v).expect("bench pool too small");
+    }
+    a
+}
+
+fn filled_ref(cfg: &Config, views: &[ServiceView]) -> Reference {
+    let mut r = Reference::new(cfg);
+    for v in views {
+        r.allocate(v).expect("bench pool too small");
+    }
+    r
+}
+
+/// Services with status: what `views` got from a fresh allocator.
+fn with_status(cfg: &Config, views: &[ServiceView]) -> Vec<ServiceView> {
+    let a = filled(cfg, views);
+    views
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            v.ingress_ips = a
+                .assignment(&v.key)
+                .map(|x| x.ips.clone())
+                .unwrap_or_default();
+            v
+        })
+        .collect()
+}
+
+/// Largest n for the O(n²) reference assignment.
+const REFERENCE_MAX_N: usize = 10_000;
+
+fn bench_layout(rows: &mut Vec<Row>, layout: &Layout, n: usize, reps: usize) {
+    let cfg = config(&layout.yaml);
+    let views: Vec<ServiceView> = (0..n).map(|i| service(i, layout.family)).collect();
+
+    // Assign n Services into empty pools.
+    let ferrolb = measure(reps, || {
+        let mut a = Allocator::new(cfg.clone(), "ferrolb");
         let t = Instant::now();
         for v in &views {
-            let _ = black_box(a.allocate(v));
+            let _ = black_box(a.allocate(black_box(v)));
         }
-        let ns = t.elapsed().as_nanos() as f64 / n as f64;
-        best = best.min(ns);
-    }
-    best
+        t.elapsed().as_nanos() as f64 / n as f64
+    });
+    let reference = (n <= REFERENCE_MAX_N).then(|| {
+        measure(reps, || {
+            let mut r = Reference::new(&cfg);
+            let t = Instant::now();
+            for v in &views {
+                let _ = black_box(r.allocate(black_box(v)));
+            }
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+    });
+    emit(
+        rows,
+        Row {
+            case: format!("assign {}", layout.name),
+            n,
+            unit: "per_alloc",
+            ferrolb_ns: ferrolb,
+            reference_ns: reference,
+        },
+    );
+
+    // 10% churn: release k random Services, assign k new ones (timed per release+allocate).
+    let k = (n / 10).max(1);
+    let victims = churn_victims(n, k);
+    let newcomers: Vec<ServiceView> = (n..n + k).map(|i| service(i, layout.family)).collect();
+    let ferrolb = measure(reps, || {
+        let mut a = filled(&cfg, &views);
+        let t = Instant::now();
+        for (&i, v) in victims.iter().zip(&newcomers) {
+            black_box(a.release(&views[i].key));
+            let _ = black_box(a.allocate(black_box(v)));
+        }
+        t.elapsed().as_nanos() as f64 / k as f64
+    });
+    let reference = (n <= REFERENCE_MAX_N).then(|| {
+        measure(reps, || {
+            let mut r = filled_ref(&cfg, &views);
+            let t = Instant::now();
+            for (&i, v) in victims.iter().zip(&newcomers) {
+                r.release(&views[i].key);
+                let _ = black_box(r.allocate(black_box(v)));
+            }
+            t.elapsed().as_nanos() as f64 / k as f64
+        })
+    });
+    emit(
+        rows,
+        Row {
+            case: format!("churn 10% {}", layout.name),
+            n,
+            unit: "per_op",
+            ferrolb_ns: ferrolb,
+            reference_ns: reference,
+        },
+    );
+}
+
+fn bench_rebuild_and_config(rows: &mut Vec<Row>, n: usize, reps: usize) {
+    let layout = &layouts(n)[0];
+    let cfg = config(&layout.yaml);
+    let views: Vec<ServiceView> = (0..n).map(|i| service(i, layout.family)).collect();
+    let existing = with_status(&cfg, &views);
+
+    // Rebuild from n existing statuses: restore every Service (what a restarted controller does
+    // first), then the full restart path `Allocator::fresh` (restore + keep every address).
+    let ferrolb = measure(reps, || {
+        let mut a = Allocator::new(cfg.clone(), "ferrolb");
+        let t = Instant::now();
+        for v in &existing {
+            let _ = black_box(a.restore(black_box(v)));
+        }
+        t.elapsed().as_nanos() as f64
+    });
+    let reference = measure(reps, || {
+        let mut r = Reference::new(&cfg);
+        let t = Instant::now();
+        for v in &existing {
+            black_box(r.restore(black_box(v)));
+        }
+        t.elapsed().as_nanos() as f64
+    });
+    emit(
+        rows,
+        Row {
+            case: format!("rebuild (restore) {}", layout.name),
+            n,
+            unit: "total",
+            ferrolb_ns: ferrolb,
+            reference_ns: Some(reference),
+        },
+    );
+    let ferrolb = measure(reps, || {
+        let t = Instant::now();
+        let (a, out) = Allocator::fresh(cfg.clone(), "ferrolb", black_box(&existing));
+        let ns = t.elapsed().as_nanos() as f64;
+        assert_eq!(out.len(), n);
+        drop(black_box(a));
+        ns
+    });
+    let reference = measure(reps, || {
+        let t = Instant::now();
+        let mut r = Reference::new(&cfg);
+        for v in &existing {
+            black_box(r.restore(v));
+        }
+        for v in &existing {
+            let _ = black_box(r.allocate(v));
+        }
+        t.elapsed().as_nanos() as f64
+    });
+    emit(
+        rows,
+        Row {
+            case: format!("rebuild (fresh) {}", layout.name),
+            n,
+            unit: "total",
+            ferrolb_ns: ferrolb,
+            reference_ns: Some(reference),
+        },
+    );
+
+    // A config change that keeps every address: the same /15 plus a new pool.
+    let keep = config(&format!(
+        "{}{}",
+        layout.yaml,
+        pool_yaml("extra", &["192.0.2.0/24".into()], false)
+    ));
+    // One that must be refused: the pool moves to another /16, so every held address breaks
+    // (the worst case: n breakages to find and report).
+    let refuse = config(&pool_yaml("big", &["10.2.0.0/16".into()], false));
+    let held = filled(&cfg, &views);
+    let held_ref = filled_ref(&cfg, &views);
+    let ferrolb = measure(reps, || {
+        let mut a = held.clone();
+        let c = keep.clone();
+        let t = Instant::now();
+        let r = a.set_config(c);
+        let ns = t.elapsed().as_nanos() as f64;
+        assert!(r.is_ok(), "the compatible config was refused");
+        ns
+    });
+    let reference = measure(reps, || {
+        let t = Instant::now();
+        let r = held_ref.config_ok(black_box(&keep));
+        let ns = t.elapsed().as_nanos() as f64;
+        assert!(r.is_ok());
+        ns
+    });
+    emit(
+        rows,
+        Row {
+            case: "config change kept (set_config)".into(),
+            n,
+            unit: "total",
+            ferrolb_ns: ferrolb,
+            reference_ns: Some(reference),
+        },
+    );
+    let ferrolb = measure(reps, || {
+        let mut a = held.clone();
+        let c = refuse.clone();
+        let t = Instant::now();
+        let r = a.set_config(c);
+        let ns = t.elapsed().as_nanos() as f64;
+        assert_eq!(r.map_err(|b| b.len()), Err(n), "every address must break");
+        ns
+    });
+    let reference = measure(reps, || {
+        let t = Instant::now();
+        let r = held_ref.config_ok(black_box(&refuse));
+        let ns = t.elapsed().as_nanos() as f64;
+        assert_eq!(r, Err(n));
+        ns
+    });
+    emit(
+        rows,
+        Row {
+            case: "config change refused (set_config)".into(),
+            n,
+            unit: "total",
+            ferrolb_ns: ferrolb,
+            reference_ns: Some(reference),
+        },
+    );
 }
 
 fn main() {
-    let rounds = 20;
-    for (label, cidr, family, n) in [
-        ("IPv4 /24, 250 services", "192.0.2.0/24", IpFamily::V4, 250),
-        ("IPv6 /64, 250 services", "2001:db8::/64", IpFamily::V6, 250),
-        (
-            "IPv4 /16, 10000 services",
-            "10.0.0.0/16",
-            IpFamily::V4,
-            10_000,
-        ),
-        (
-            "IPv6 /64, 10000 services",
-            "2001:db8::/64",
-            IpFamily::V6,
-            10_000,
-        ),
-    ] {
-        println!(
-            "{label:28} {:8.0} ns/allocation (best of {rounds})",
-            run(cidr, family, n, rounds)
-        );
+    let smoke = std::env::args().any(|a| a == "--smoke")
+        || std::env::var("FERROLB_BENCH_SMOKE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let (sizes, reps): (&[usize], usize) = if smoke {
+        (&[1_000], 3)
+    } else {
+        (&[1_000, 10_000, 100_000], 5)
+    };
+    eprintln!(
+        "allocator benchmark ({}; median of {reps}; ratio = reference / ferrolb)",
+        if smoke { "smoke" } else { "full" }
+    );
+    eprintln!(
+        "{:<34} {:>7} {:>9} {:>14} {:>16} {:>10}",
+        "case", "n", "unit", "ferrolb", "reference", "ratio"
+    );
+    let mut rows = Vec::new();
+    for &n in sizes {
+        for layout in &layouts(n) {
+            bench_layout(&mut rows, layout, n, reps);
+        }
+        bench_rebuild_and_config(&mut rows, n, reps);
     }
 }

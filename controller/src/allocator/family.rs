@@ -21,31 +21,25 @@ fn other(f: IpFamily) -> IpFamily {
 
 /// The Service's families, primary first. With no `ipFamilies`, the cluster IPs decide, else IPv4.
 pub fn families(v: &ServiceView) -> Families {
-    let mut listed: Vec<IpFamily> = Vec::new();
-    let source: Vec<IpFamily> = if v.ip_families.is_empty() {
-        v.cluster_ips.iter().map(IpFamily::of).collect()
-    } else {
-        v.ip_families.clone()
-    };
-    for f in source {
-        if !listed.contains(&f) {
-            listed.push(f);
-        }
-    }
-    let primary = listed.first().copied().unwrap_or(IpFamily::V4);
-    let both = vec![primary, other(primary)];
+    let primary = v
+        .ip_families
+        .first()
+        .copied()
+        .or_else(|| v.cluster_ips.first().map(IpFamily::of))
+        .unwrap_or(IpFamily::V4);
+    let both = || vec![primary, other(primary)];
     match v.ip_family_policy {
         IpFamilyPolicy::SingleStack => Families {
             required: vec![primary],
             preferred: None,
         },
         IpFamilyPolicy::RequireDualStack => Families {
-            required: both,
+            required: both(),
             preferred: None,
         },
         IpFamilyPolicy::PreferDualStack => Families {
             required: vec![primary],
-            preferred: Some(both),
+            preferred: Some(both()),
         },
     }
 }

@@ -32,14 +32,15 @@ pub mod pool;
 pub mod request;
 pub mod sharing;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use ferrolb_config::addr::to_u128;
 use ferrolb_config::{Breakage, Config, IpFamily, ServiceKey, ServiceView};
 
 use crate::reconcile::{is_ours, Allocation, Plan};
 use family::families;
-use pool::PoolIndex;
+use pool::{fam_idx, PoolIndex};
 use request::{parse_request, Request};
 use sharing::{compatible, SharingInfo};
 
@@ -120,16 +121,103 @@ struct Held {
     info: SharingInfo,
 }
 
+/// Which pool holds an address: every range of every pool, per family, sorted by first address,
+/// so finding the pool of an address is a binary search, not a scan of every pool. Validated
+/// configs never overlap; for one that does (built by hand) lookups fall back to the scan in
+/// config order, which gives the same answer.
+#[derive(Debug, Clone, Default)]
+struct RangeTable {
+    /// Per family: `(first, last, pool index)`, sorted by `first`.
+    by_family: [Vec<(u128, u128, usize)>; 2],
+    overlapping: bool,
+}
+
+impl RangeTable {
+    fn new(config: &Config) -> RangeTable {
+        let mut t = RangeTable::default();
+        for (i, p) in config.pools.iter().enumerate() {
+            for r in &p.ranges {
+                t.by_family[fam_idx(r.family())].push((to_u128(&r.first()), to_u128(&r.last()), i));
+            }
+        }
+        for v in &mut t.by_family {
+            v.sort_unstable();
+            t.overlapping |= v.windows(2).any(|w| w[1].0 <= w[0].1);
+        }
+        t
+    }
+
+    /// Tests only: a table that always scans the pools (the pre-index behaviour).
+    #[cfg(test)]
+    fn naive() -> RangeTable {
+        RangeTable {
+            overlapping: true,
+            ..RangeTable::default()
+        }
+    }
+
+    /// The first pool (config order) that may hand out `ip`.
+    fn pool_of(&self, pools: &[PoolIndex], ip: &IpAddr) -> Option<usize> {
+        if self.overlapping {
+            return pools.iter().position(|p| p.may_assign(ip));
+        }
+        let v = to_u128(ip);
+        let ranges = &self.by_family[fam_idx(IpFamily::of(ip))];
+        let after = ranges.partition_point(|r| r.0 <= v);
+        let &(_, last, pool) = ranges.get(after.checked_sub(1)?)?;
+        (v <= last && pools[pool].may_assign(ip)).then_some(pool)
+    }
+}
+
+/// One bit per pool.
+#[derive(Debug, Clone, Default)]
+struct PoolBits(Vec<u64>);
+
+impl PoolBits {
+    fn set(&mut self, i: usize, on: bool) {
+        let (w, b) = (i / 64, i % 64);
+        if self.0.len() <= w {
+            self.0.resize(w + 1, 0);
+        }
+        if on {
+            self.0[w] |= 1 << b;
+        } else {
+            self.0[w] &= !(1 << b);
+        }
+    }
+
+    /// The lowest pool index set in every one of `sets`.
+    fn first_common(sets: &[&PoolBits]) -> Option<usize> {
+        let words = sets.iter().map(|s| s.0.len()).min()?;
+        (0..words).find_map(|w| {
+            let x = sets.iter().fold(u64::MAX, |acc, s| acc & s.0[w]);
+            (x != 0).then(|| w * 64 + x.trailing_zeros() as usize)
+        })
+    }
+}
+
 /// The allocator state: config in force, per-pool free space, who holds what.
+///
+/// Lookups by Service and by address use hash maps (never iterated where order could show:
+/// every ordered output is sorted), so results stay deterministic.
 #[derive(Debug, Clone)]
 pub struct Allocator {
     config: Config,
     class: String,
     pools: Vec<PoolIndex>,
-    services: BTreeMap<ServiceKey, Held>,
-    holders: BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
+    ranges: RangeTable,
+    /// Pool name -> index (the first pool of that name).
+    pool_names: HashMap<String, usize>,
+    /// Per family: `auto-assign` pools that have a free address of that family.
+    auto_free: [PoolBits; 2],
+    services: HashMap<ServiceKey, Held>,
+    /// Address -> the Services holding it, sorted by key.
+    holders: HashMap<IpAddr, Vec<ServiceKey>>,
     /// sharing key -> addresses held by Services with that key.
     by_sharing_key: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// Tests only: take the slow paths (full pool scan, linear pool lookup) to compare with.
+    #[cfg(test)]
+    naive: bool,
 }
 
 fn join_families(f: &[IpFamily]) -> String {
@@ -142,14 +230,75 @@ fn join_families(f: &[IpFamily]) -> String {
 impl Allocator {
     /// An empty allocator serving Services with no class or class `class`.
     pub fn new(config: Config, class: impl Into<String>) -> Allocator {
-        let pools = config.pools.iter().map(PoolIndex::new).collect();
-        Allocator {
-            config,
+        let mut a = Allocator {
+            config: Config::default(),
             class: class.into(),
-            pools,
-            services: BTreeMap::new(),
-            holders: BTreeMap::new(),
+            pools: Vec::new(),
+            ranges: RangeTable::default(),
+            pool_names: HashMap::new(),
+            auto_free: Default::default(),
+            services: HashMap::new(),
+            holders: HashMap::new(),
             by_sharing_key: BTreeMap::new(),
+            #[cfg(test)]
+            naive: false,
+        };
+        a.load_pools(config);
+        a
+    }
+
+    /// Installs `config` with every address free (the caller re-takes held ones).
+    fn load_pools(&mut self, config: Config) {
+        self.pools = config.pools.iter().map(PoolIndex::new).collect();
+        self.ranges = RangeTable::new(&config);
+        #[cfg(test)]
+        if self.naive {
+            self.ranges = RangeTable::naive();
+        }
+        self.pool_names = HashMap::with_capacity(config.pools.len());
+        for (i, p) in config.pools.iter().enumerate() {
+            self.pool_names.entry(p.name.clone()).or_insert(i);
+        }
+        self.config = config;
+        self.auto_free = Default::default();
+        for i in 0..self.pools.len() {
+            self.refresh_free_bits(i);
+        }
+    }
+
+    /// Updates pool `i`'s bits in `auto_free` after a take or release.
+    fn refresh_free_bits(&mut self, i: usize) {
+        let auto = self.config.pools.get(i).is_some_and(|p| p.auto_assign);
+        for f in [IpFamily::V4, IpFamily::V6] {
+            let on = auto && self.pools[i].has_free(f);
+            self.auto_free[fam_idx(f)].set(i, on);
+        }
+    }
+
+    fn take_in(&mut self, i: usize, ip: &IpAddr) {
+        if self.pools[i].take(ip) {
+            self.refresh_free_bits(i);
+        }
+    }
+
+    fn release_in(&mut self, i: usize, ip: &IpAddr) {
+        self.pools[i].release(ip);
+        self.refresh_free_bits(i);
+    }
+
+    /// What sharing decisions need of `v`. Without a sharing key nothing can share with it
+    /// ([`compatible`] refuses first), so ports and selector are not kept.
+    fn sharing_info(v: &ServiceView, sharing_key: Option<String>) -> SharingInfo {
+        if sharing_key.is_some() {
+            SharingInfo::of(v, sharing_key)
+        } else {
+            SharingInfo {
+                key: v.key.clone(),
+                sharing_key: None,
+                ports: Vec::new(),
+                policy: v.external_traffic_policy,
+                selector: BTreeMap::new(),
+            }
         }
     }
 
@@ -172,13 +321,14 @@ impl Allocator {
                 let _ = a.restore(v);
             }
         }
-        let mut out = BTreeMap::new();
+        // Built from key order in one go (later duplicates win, as with repeated inserts).
+        let mut out = Vec::with_capacity(sorted.len());
         for v in sorted {
             if a.serves(v) {
-                out.insert(v.key.clone(), a.allocate(v));
+                out.push((v.key.clone(), a.allocate(v)));
             }
         }
-        (a, out)
+        (a, out.into_iter().collect())
     }
 
     /// The configuration in force.
@@ -211,8 +361,10 @@ impl Allocator {
 
     /// Every held `(service, address)`, in key order.
     pub fn held(&self) -> Vec<(ServiceKey, IpAddr)> {
-        self.services
-            .iter()
+        let mut by_key: Vec<(&ServiceKey, &Held)> = self.services.iter().collect();
+        by_key.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        by_key
+            .into_iter()
             .flat_map(|(k, h)| h.assigned.ips.iter().map(move |ip| (k.clone(), *ip)))
             .collect()
     }
@@ -232,30 +384,48 @@ impl Allocator {
     /// Loads `new` if no held address falls outside it; otherwise returns the breakages and keeps
     /// the old config. On success every held address is re-homed to the pool that now contains it.
     pub fn set_config(&mut self, new: Config) -> Result<(), Vec<Breakage>> {
-        let broken = ferrolb_config::breaking(&new, &self.held());
-        if !broken.is_empty() {
-            return Err(broken);
+        // Every held address is a key of `holders`: check them against the new pools first and
+        // build the (sorted, per Service) breakage list only when something breaks.
+        let new_pools: Vec<PoolIndex> = new.pools.iter().map(PoolIndex::new).collect();
+        let new_ranges = RangeTable::new(&new);
+        #[cfg(test)]
+        let new_ranges = if self.naive {
+            RangeTable::naive()
+        } else {
+            new_ranges
+        };
+        if !self
+            .holders
+            .keys()
+            .all(|ip| new_ranges.pool_of(&new_pools, ip).is_some())
+        {
+            let broken = ferrolb_config::breaking(&new, &self.held());
+            if !broken.is_empty() {
+                return Err(broken);
+            }
         }
-        self.pools = new.pools.iter().map(PoolIndex::new).collect();
-        self.config = new;
+        self.load_pools(new);
         let ips: Vec<IpAddr> = self.holders.keys().copied().collect();
         for ip in &ips {
             if let Some(i) = self.pool_of(ip) {
                 self.pools[i].take(ip);
             }
         }
-        let names: BTreeMap<ServiceKey, String> = self
-            .services
-            .iter()
-            .filter_map(|(k, h)| {
-                let first = h.assigned.ips.first()?;
-                let i = self.pool_of(first)?;
-                Some((k.clone(), self.pools[i].name().to_string()))
-            })
-            .collect();
-        for (k, name) in names {
-            if let Some(h) = self.services.get_mut(&k) {
-                h.assigned.pool = name;
+        for i in 0..self.pools.len() {
+            self.refresh_free_bits(i);
+        }
+        let (ranges, pools) = (&self.ranges, &self.pools);
+        for h in self.services.values_mut() {
+            let Some(i) = h
+                .assigned
+                .ips
+                .first()
+                .and_then(|ip| ranges.pool_of(pools, ip))
+            else {
+                continue;
+            };
+            if h.assigned.pool != pools[i].name() {
+                h.assigned.pool = pools[i].name().to_string();
             }
         }
         Ok(())
@@ -285,7 +455,7 @@ impl Allocator {
             .get(ferrolb_config::service::annotations::ALLOW_SHARED_IP)
             .map(|k| k.trim().to_string())
             .filter(|k| !k.is_empty());
-        let info = SharingInfo::of(v, sharing_key);
+        let info = Self::sharing_info(v, sharing_key);
         let pool = self.pool_for_ips(&ips, first)?;
         for (i, ip) in ips.iter().enumerate() {
             if ips[..i].iter().any(|o| IpFamily::of(o) == IpFamily::of(ip)) {
@@ -322,7 +492,7 @@ impl Allocator {
                 return Err(e);
             }
         };
-        let info = SharingInfo::of(v, req.sharing_key.clone());
+        let info = Self::sharing_info(v, req.sharing_key.clone());
         let fams = families(v);
         if let Some(held) = self.services.get(&v.key) {
             let current = held.assigned.clone();
@@ -352,13 +522,15 @@ impl Allocator {
         let held = self.services.remove(key)?;
         for ip in &held.assigned.ips {
             let empty = self.holders.get_mut(ip).is_some_and(|hs| {
-                hs.remove(key);
+                if let Ok(at) = hs.binary_search(key) {
+                    hs.remove(at);
+                }
                 hs.is_empty()
             });
             if empty {
                 self.holders.remove(ip);
                 if let Some(i) = self.pool_of(ip) {
-                    self.pools[i].release(ip);
+                    self.release_in(i, ip);
                 }
             }
             if let Some(k) = &held.info.sharing_key {
@@ -406,11 +578,11 @@ impl Allocator {
 
     /// The first pool (config order) that may hand out `ip`.
     fn pool_of(&self, ip: &IpAddr) -> Option<usize> {
-        self.pools.iter().position(|p| p.may_assign(ip))
+        self.ranges.pool_of(&self.pools, ip)
     }
 
     fn pool_index(&self, name: &str) -> Option<usize> {
-        self.pools.iter().position(|p| p.name() == name)
+        self.pool_names.get(name).copied()
     }
 
     /// The one pool holding every address of `ips`.
@@ -473,10 +645,13 @@ impl Allocator {
         if req.pool.as_ref().is_some_and(|p| *p != current.pool) {
             return false;
         }
-        let have: BTreeSet<IpFamily> = current.ips.iter().map(IpFamily::of).collect();
-        let set = |f: &[IpFamily]| f.iter().copied().collect::<BTreeSet<_>>();
-        let families_ok =
-            have == set(&fams.required) || fams.preferred.as_ref().is_some_and(|p| have == set(p));
+        let set = |f: &mut dyn Iterator<Item = IpFamily>| f.fold(0u8, |m, f| m | 1 << fam_idx(f));
+        let have = set(&mut current.ips.iter().map(IpFamily::of));
+        let families_ok = have == set(&mut fams.required.iter().copied())
+            || fams
+                .preferred
+                .as_ref()
+                .is_some_and(|p| have == set(&mut p.iter().copied()));
         families_ok
             && current
                 .ips
@@ -491,6 +666,9 @@ impl Allocator {
         fams: &family::Families,
         info: &SharingInfo,
     ) -> Result<(Vec<IpAddr>, usize), AllocError> {
+        if let Some(found) = self.pick_auto(req, fams, info) {
+            return Ok(found);
+        }
         let wanted_all: BTreeSet<IpFamily> = fams
             .preferred
             .as_ref()
@@ -594,6 +772,40 @@ impl Allocator {
         }))
     }
 
+    /// The common case of [`Allocator::pick`] without its scan: no address or pool requested and
+    /// no sharing key, so the answer is the first `auto-assign` pool (config order) with a free
+    /// address of every family of the first family list that any pool can serve, and there its
+    /// lowest free addresses. `None` means "ask the full search" (which also explains failures).
+    fn pick_auto(
+        &mut self,
+        req: &Request,
+        fams: &family::Families,
+        info: &SharingInfo,
+    ) -> Option<(Vec<IpAddr>, usize)> {
+        #[cfg(test)]
+        if self.naive {
+            return None;
+        }
+        if req.is_explicit() || info.sharing_key.is_some() {
+            return None;
+        }
+        for fam_list in fams.preferred.iter().chain([&fams.required]) {
+            let sets: Vec<&PoolBits> = fam_list
+                .iter()
+                .map(|f| &self.auto_free[fam_idx(*f)])
+                .collect();
+            let Some(c) = PoolBits::first_common(&sets) else {
+                continue;
+            };
+            let ips = fam_list
+                .iter()
+                .map(|f| self.pools[c].lowest_free(*f))
+                .collect::<Option<Vec<IpAddr>>>()?;
+            return Some((ips, c));
+        }
+        None
+    }
+
     /// One address per family of `fam_list` from pool `c`, without taking them yet.
     fn try_pool(
         &mut self,
@@ -644,12 +856,15 @@ impl Allocator {
     fn commit(&mut self, info: SharingInfo, assigned: Assigned) {
         for ip in &assigned.ips {
             let hs = self.holders.entry(*ip).or_default();
-            if hs.is_empty() {
-                if let Some(i) = self.pools.iter().position(|p| p.may_assign(ip)) {
-                    self.pools[i].take(ip);
+            let first_holder = hs.is_empty();
+            if let Err(at) = hs.binary_search(&info.key) {
+                hs.insert(at, info.key.clone());
+            }
+            if first_holder {
+                if let Some(i) = self.pool_of(ip) {
+                    self.take_in(i, ip);
                 }
             }
-            hs.insert(info.key.clone());
             if let Some(k) = &info.sharing_key {
                 self.by_sharing_key
                     .entry(k.clone())
@@ -685,4 +900,132 @@ pub fn plan(config: &Config, class: &str, views: &[ServiceView]) -> Plan {
         out.pools.insert(u.pool, (u.in_use, u.addresses_total));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    //! The indexes (range table, free-pool bits, the `pick_auto` shortcut) against the plain
+    //! scans they replace: the same calls must give the same results.
+
+    use super::*;
+    use ferrolb_config::{IpFamilyPolicy, ServicePort};
+    use proptest::prelude::*;
+
+    const CONFIG: &str = "address-pools:
+- name: small
+  protocol: layer2
+  avoid-buggy-ips: true
+  addresses: [198.51.100.254-198.51.101.1, 2001:db8:1::/126]
+- name: manual
+  protocol: layer2
+  auto-assign: false
+  addresses: [203.0.113.0/30]
+- name: v4
+  protocol: layer2
+  addresses: [192.0.2.8/30, 192.0.2.0/30]
+- name: v6
+  protocol: layer2
+  addresses: [2001:db8:2::/127]
+- name: dual
+  protocol: layer2
+  addresses: [192.0.2.64/31, 2001:db8:3::/127]
+";
+
+    const NEW_CONFIG: &str = "address-pools:
+- name: dual
+  protocol: layer2
+  addresses: [192.0.2.64/31, 2001:db8:3::/127, 192.0.2.0/28]
+- name: small
+  protocol: layer2
+  addresses: [198.51.100.254-198.51.101.1, 2001:db8:1::/126, 2001:db8:2::/127]
+- name: manual
+  protocol: layer2
+  addresses: [203.0.113.0/30]
+";
+
+    fn view(n: u8, fam: u8, policy: u8, share: bool, request: Option<u8>) -> ServiceView {
+        let mut v = ServiceView::new_load_balancer(ServiceKey::new("ns", format!("s{n}")));
+        v.ip_families = vec![if fam == 0 { IpFamily::V4 } else { IpFamily::V6 }];
+        v.ip_family_policy = match policy {
+            0 => IpFamilyPolicy::SingleStack,
+            1 => IpFamilyPolicy::PreferDualStack,
+            _ => IpFamilyPolicy::RequireDualStack,
+        };
+        v.ports = vec![ServicePort {
+            protocol: "TCP".into(),
+            port: 80 + u16::from(n % 3),
+        }];
+        if share {
+            v.annotations.insert(
+                ferrolb_config::service::annotations::ALLOW_SHARED_IP.into(),
+                "k".into(),
+            );
+        }
+        match request {
+            Some(0) => {
+                v.annotations.insert(
+                    ferrolb_config::service::annotations::ADDRESS_POOL.into(),
+                    "manual".into(),
+                );
+            }
+            Some(r) => v.load_balancer_ip = Some(format!("192.0.2.{}", r % 12)),
+            None => {}
+        }
+        v
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Allocate(u8, u8, u8, bool, Option<u8>),
+        Release(u8),
+        Restore(u8, u8),
+        SetConfig(bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0u8..16, 0u8..2, 0u8..3, proptest::bool::weighted(0.2), proptest::option::weighted(0.15, 0u8..12))
+                .prop_map(|(n, f, p, s, r)| Op::Allocate(n, f, p, s, r)),
+            2 => (0u8..16).prop_map(Op::Release),
+            1 => (0u8..16, 0u8..12).prop_map(|(n, o)| Op::Restore(n, o)),
+            1 => proptest::bool::ANY.prop_map(Op::SetConfig),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn indexed_allocator_matches_the_plain_scans(ops in proptest::collection::vec(op(), 1..80)) {
+            let config = ferrolb_config::parse(CONFIG).unwrap_or_default();
+            let mut fast = Allocator::new(config.clone(), "ferrolb");
+            let mut slow = Allocator {
+                naive: true,
+                ..Allocator::new(Config::default(), "ferrolb")
+            };
+            slow.load_pools(config);
+            for op in ops {
+                match op {
+                    Op::Allocate(n, f, p, s, r) => {
+                        let v = view(n, f, p, s, r);
+                        prop_assert_eq!(fast.allocate(&v), slow.allocate(&v));
+                    }
+                    Op::Release(n) => {
+                        let k = ServiceKey::new("ns", format!("s{n}"));
+                        prop_assert_eq!(fast.release(&k), slow.release(&k));
+                    }
+                    Op::Restore(n, o) => {
+                        let mut v = view(n, 0, 0, false, None);
+                        v.ingress_ips = vec![format!("192.0.2.{o}").parse().unwrap_or(IpAddr::from([192, 0, 2, 1]))];
+                        prop_assert_eq!(fast.restore(&v), slow.restore(&v));
+                    }
+                    Op::SetConfig(new) => {
+                        let c = ferrolb_config::parse(if new { NEW_CONFIG } else { CONFIG }).unwrap_or_default();
+                        prop_assert_eq!(fast.set_config(c.clone()), slow.set_config(c));
+                    }
+                }
+                prop_assert_eq!(fast.assignments(), slow.assignments());
+                prop_assert_eq!(fast.usage(), slow.usage());
+                prop_assert_eq!(fast.held(), slow.held());
+            }
+        }
+    }
 }

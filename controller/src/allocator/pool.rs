@@ -82,6 +82,18 @@ pub struct PoolIndex {
     ranges: Vec<RangeIndex>,
     usable: u128,
     in_use: u64,
+    /// Per family (`[IPv4, IPv6]`): assignable addresses and how many are taken, so "has a free
+    /// address of this family" is one comparison.
+    usable_by_family: [u128; 2],
+    in_use_by_family: [u64; 2],
+}
+
+/// Index of a family in per-family arrays.
+pub(crate) fn fam_idx(f: IpFamily) -> usize {
+    match f {
+        IpFamily::V4 => 0,
+        IpFamily::V6 => 1,
+    }
 }
 
 /// Number of IPv4 addresses `x <= n` with `x % 256` equal to 0 or 255.
@@ -106,29 +118,40 @@ impl PoolIndex {
             })
             .collect();
         ranges.sort_by_key(|r| (r.family, r.first));
-        let usable = ranges
-            .iter()
-            .map(|r| {
-                let len = r.last - r.first + 1;
-                if pool.avoid_buggy_ips && r.family == IpFamily::V4 {
-                    let below = if r.first == 0 {
-                        0
-                    } else {
-                        buggy_upto(r.first - 1)
-                    };
-                    len - (buggy_upto(r.last) - below)
+        let usable_of = |r: &RangeIndex| {
+            let len = r.last - r.first + 1;
+            if pool.avoid_buggy_ips && r.family == IpFamily::V4 {
+                let below = if r.first == 0 {
+                    0
                 } else {
-                    len
-                }
-            })
-            .fold(0u128, u128::saturating_add);
+                    buggy_upto(r.first - 1)
+                };
+                len - (buggy_upto(r.last) - below)
+            } else {
+                len
+            }
+        };
+        let mut usable_by_family = [0u128; 2];
+        for r in &ranges {
+            let f = fam_idx(r.family);
+            usable_by_family[f] = usable_by_family[f].saturating_add(usable_of(r));
+        }
         PoolIndex {
             name: pool.name.clone(),
             avoid_buggy: pool.avoid_buggy_ips,
             ranges,
-            usable,
+            usable: usable_by_family[0].saturating_add(usable_by_family[1]),
             in_use: 0,
+            usable_by_family,
+            in_use_by_family: [0; 2],
         }
+    }
+
+    /// True when the pool has a free assignable address of `family` (exactly when
+    /// [`PoolIndex::lowest_free`] would return one).
+    pub fn has_free(&self, family: IpFamily) -> bool {
+        let f = fam_idx(family);
+        u128::from(self.in_use_by_family[f]) < self.usable_by_family[f]
     }
 
     pub fn name(&self) -> &str {
@@ -183,6 +206,7 @@ impl PoolIndex {
             .is_some_and(|r| r.take(v));
         if taken {
             self.in_use += 1;
+            self.in_use_by_family[fam_idx(fam)] += 1;
         }
         taken
     }
@@ -202,6 +226,8 @@ impl PoolIndex {
             if r.interval_of(v).is_none() {
                 r.give_back(v);
                 self.in_use = self.in_use.saturating_sub(1);
+                let f = &mut self.in_use_by_family[fam_idx(fam)];
+                *f = f.saturating_sub(1);
             }
         }
     }
@@ -209,6 +235,9 @@ impl PoolIndex {
     /// The lowest free address of `family`, without taking it. Buggy addresses met at the front
     /// of an interval are dropped from the free set for good (they are never assignable).
     pub fn lowest_free(&mut self, family: IpFamily) -> Option<IpAddr> {
+        if !self.has_free(family) {
+            return None;
+        }
         let avoid = self.avoid_buggy;
         for r in self.ranges.iter_mut().filter(|r| r.family == family) {
             while let Some(&s) = r.free.keys().next() {
@@ -324,7 +353,9 @@ mod tests {
                     taken.remove(&o);
                 }
                 let naive = usable.iter().find(|o| !taken.contains(*o)).map(|o| addr(*o));
+                proptest::prop_assert_eq!(p.has_free(IpFamily::V4), naive.is_some());
                 proptest::prop_assert_eq!(p.lowest_free(IpFamily::V4), naive);
+                proptest::prop_assert!(!p.has_free(IpFamily::V6));
                 proptest::prop_assert_eq!(p.in_use(), taken.len() as u64);
             }
         }
