@@ -118,6 +118,12 @@ impl Drop for Lab {
 
 impl Lab {
     fn new() -> Result<Lab> {
+        Lab::start(CONFIG, &format!("{SVC4}---\n{SVC6}"), &[])
+    }
+
+    /// The lab with this configuration and these Services; `wrapper` (e.g. `setpriv ...`) runs
+    /// ferrolb inside the node namespace when not empty.
+    fn start(config: &str, services: &str, wrapper: &[&str]) -> Result<Lab> {
         ferrolb_e2e::netns::remove_stale();
         let router = Netns::create("rt")?;
         let node = Netns::create("nd")?;
@@ -139,14 +145,21 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("flb-{}-bgp", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
-        fs::write(dir.join("config.yaml"), CONFIG)?;
-        fs::write(dir.join("services.yaml"), format!("{SVC4}---\n{SVC6}"))?;
+        fs::write(dir.join("config.yaml"), config)?;
+        fs::write(dir.join("services.yaml"), services)?;
         std::thread::sleep(Duration::from_millis(300));
         let bird = Bird::start(&router, &dir, BIRD_CONF)?;
         let bin = ferrolb_e2e::ferrolb_bin()?;
         let log = fs::File::create(dir.join("node.log"))?;
-        let speaker = node
-            .command(&bin.to_string_lossy())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = node.command(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => node.command(&bin.to_string_lossy()),
+        };
+        let speaker = command
             .arg("standalone")
             .arg("--config")
             .arg(dir.join("config.yaml"))
@@ -679,4 +692,88 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The speaker's privileges in manifests/speaker.yaml: uid 0 with only CAP_NET_RAW (a
+/// container runtime leaves exactly the bounding set as the effective set of a root process).
+/// ferrolb run that way answers ARP for a layer2 address and brings up an MD5-keyed BGP session
+/// with its `source-address`, so it needs no NET_ADMIN.
+#[test]
+fn speaker_with_only_cap_net_raw_answers_arp_and_keys_bgp_with_md5() -> Result<()> {
+    if skip() || !ferrolb_e2e::have_programs(&["setpriv", "arping"]) {
+        eprintln!("SKIP: needs setpriv and arping");
+        return Ok(());
+    }
+    let config =
+        format!("{CONFIG}- name: l2\n  protocol: layer2\n  addresses:\n  - 203.0.113.10/32\n");
+    let arp_svc = "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: arp
+  namespace: default
+  annotations:
+    metallb.universe.tf/address-pool: l2
+spec:
+  type: LoadBalancer
+  ports:
+  - port: 80
+    protocol: TCP
+";
+    let wrapper = [
+        "setpriv",
+        "--bounding-set=-all,+net_raw",
+        "--inh-caps=-all",
+        "--no-new-privs",
+        "--",
+    ];
+    let lab = Lab::start(&config, &format!("{SVC4}---\n{arp_svc}"), &wrapper)?;
+    let limit = Duration::from_secs(20);
+
+    // The process really runs with CAP_NET_RAW (bit 13) and nothing else.
+    let pid = lab.speaker.as_ref().map(Child::id).context("no speaker")?;
+    let mut cap_eff = String::new();
+    lab.wait_for(limit, "ferrolb running under setpriv", || {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        cap_eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        status.lines().any(|l| l == "Name:\tferrolb")
+    })?;
+    assert_eq!(
+        cap_eff, "0000000000002000",
+        "effective capabilities: only CAP_NET_RAW"
+    );
+
+    // TCP MD5 (TCP_MD5SIG) needs no capability: the keyed eBGP session comes up.
+    lab.wait_for(limit, "MD5 session ebgp4 Established", || {
+        lab.bird.established("ebgp4")
+    })?;
+    lab.wait_for(limit, "route over the MD5 session", || {
+        lab.route_has("ebgp4", "198.51.100.10/32")
+    })?;
+
+    // ARP on the node's interface (AF_PACKET, CAP_NET_RAW): the router gets the node's MAC.
+    let mac = lab.node.mac("n0")?.to_lowercase();
+    let mut reply = String::new();
+    lab.wait_for(limit, "ARP reply for 203.0.113.10", || {
+        reply = lab
+            .router
+            .command("arping")
+            .args(["-c", "1", "-w", "2", "-I", "r0", "203.0.113.10"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_lowercase())
+            .unwrap_or_default();
+        reply.contains(&mac)
+    })?;
+    assert!(
+        !lab.log().contains("needs CAP_NET_RAW"),
+        "a packet socket failed:\n{}",
+        lab.log()
+    );
+    eprintln!("measured: with CapEff {cap_eff}: MD5 session up, ARP answered ({mac})");
+    Ok(())
 }
