@@ -1252,6 +1252,14 @@ impl SpeakerLab {
         Ok(())
     }
 
+    /// Another host on the segment (e.g. a router) at `cidr`.
+    fn add_host(&mut self, tag: &str, cidr: &str) -> anyhow::Result<Netns> {
+        let ns = Netns::create(tag)?;
+        self._switch.attach(&ns, "eth0")?;
+        ns.add_addr("eth0", cidr)?;
+        Ok(ns)
+    }
+
     /// Memberlist flags for node `i`: bind on its address; peers from the Node objects.
     fn ml_flags(&self, i: usize) -> Vec<String> {
         vec![
@@ -1667,5 +1675,141 @@ async fn local_policy_follows_the_ready_endpoint_and_survives_refusal_and_apiser
             n.name
         );
     }
+    Ok(())
+}
+
+const BGP_CONFIG: &str = "\
+peers:
+- peer-address: 192.0.2.254
+  peer-asn: 64513
+  my-asn: 64512
+  node-selectors:
+  - match-labels:
+      ferrolb-bgp: 'yes'
+address-pools:
+- name: bgp
+  protocol: bgp
+  addresses:
+  - 203.0.113.10/32
+";
+
+const BGP_BIRD: &str = r#"
+router id 192.0.2.254;
+protocol device {}
+protocol bgp from_a {
+  local 192.0.2.254 as 64513; neighbor 192.0.2.11 as 64512; passive on;
+  ipv4 { import all; export none; };
+}
+protocol bgp from_b {
+  local 192.0.2.254 as 64513; neighbor 192.0.2.12 as 64512; passive on;
+  ipv4 { import all; export none; };
+}
+"#;
+
+/// Sets (or removes, with `None`) a label on a Node.
+async fn label_node(
+    client: &Client,
+    node: &str,
+    key: &str,
+    value: Option<&str>,
+) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let patch = serde_json::json!({"metadata": {"labels": {key: value}}});
+    api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// BGP from the Kubernetes speaker: only the node whose labels match the peer's
+/// `node-selectors` peers with BIRD and announces the Service's address; labelling the other
+/// Node brings its session up too; SIGTERM sends a Cease and the route is withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bgp_speaker_peers_by_node_labels_and_announces_the_service() -> anyhow::Result<()> {
+    if netns_skip() || !ferrolb_e2e::have_programs(&["bird", "birdc"]) {
+        return Ok(());
+    }
+    let env = TestEnv::start().await?;
+    let client = env.client();
+    let mut lab = SpeakerLab::new(&env, 2).await?;
+    let router = lab.add_host("krt", "192.0.2.254/24")?;
+    let bird = ferrolb_e2e::routers::Bird::start(&router, &lab.dir, BGP_BIRD)?;
+    apply_config(&client, SPEAKER_NS, BGP_CONFIG).await?;
+    label_node(&client, "node-a", "ferrolb-bgp", Some("yes")).await?;
+    let vip = "203.0.113.10";
+    create_lb_with_ip(&client, "bgp-web", "Cluster", vip).await?;
+    set_endpoints(&client, "bgp-web", &[("node-b", true)]).await?;
+    let started = Instant::now();
+    lab.start_speaker(0, &[])?;
+    lab.start_speaker(1, &[])?;
+    let wait = |lab: &SpeakerLab,
+                what: &str,
+                limit: Duration,
+                check: &dyn Fn() -> bool|
+     -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if check() {
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "{what}: not within {limit:?}\n{}\n--- bird ---\n{}",
+            lab.logs(),
+            bird.birdc(&["show", "protocols", "all"])
+                .unwrap_or_default()
+        )
+    };
+    let has_route = |proto: &str| {
+        bird.routes(proto)
+            .map(|r| r.contains(&format!("{vip}/32")))
+            .unwrap_or(false)
+    };
+    let at = wait(&lab, "route from node-a at BIRD", WAIT, &|| {
+        has_route("from_a")
+    })?;
+    eprintln!(
+        "speaker bgp: {vip}/32 from node-a at BIRD {} ms after the speakers started",
+        at.as_millis()
+    );
+    let r = bird.routes("from_a")?;
+    assert!(r.contains("BGP.as_path: 64512\n"), "{r}");
+    assert!(r.contains("BGP.next_hop: 192.0.2.11"), "{r}");
+    // node-b does not match the selector: no session.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!bird.established("from_b"), "node-b must not peer");
+
+    // Label node-b: its speaker sees the Node change and peers too.
+    let labelled = Instant::now();
+    label_node(&client, "node-b", "ferrolb-bgp", Some("yes")).await?;
+    wait(&lab, "route from node-b at BIRD", WAIT, &|| {
+        has_route("from_b")
+    })?;
+    eprintln!(
+        "speaker bgp: node-b labelled -> its route at BIRD after {} ms",
+        labelled.elapsed().as_millis()
+    );
+
+    // SIGTERM node-a: withdraw + Cease; BIRD drops the session and its route.
+    let mut c = lab.nodes[0].speaker.take().context("node-a speaker")?;
+    Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()?;
+    let stopped = Instant::now();
+    let status = c.wait()?;
+    assert!(status.success(), "speaker exit {status}\n{}", lab.logs());
+    wait(
+        &lab,
+        "node-a's route withdrawn",
+        Duration::from_secs(10),
+        &|| !has_route("from_a"),
+    )?;
+    eprintln!(
+        "speaker bgp: SIGTERM -> node-a's route gone at BIRD after {} ms",
+        stopped.elapsed().as_millis()
+    );
+    let p = bird.birdc(&["show", "protocols", "all", "from_a"])?;
+    assert!(p.to_lowercase().contains("administrative shutdown"), "{p}");
+    assert!(has_route("from_b"), "node-b still announces");
     Ok(())
 }
