@@ -1605,7 +1605,7 @@ async fn speakers_in_namespaces_answer_arp_and_fail_over() -> anyhow::Result<()>
 /// answered only by the node with a ready endpoint, and moves with it; a breaking config is
 /// refused (stale metric) while announcements go on; losing the apiserver changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_policy_follows_the_ready_endpoint_and_survives_refusal_and_apiserver_loss(
+async fn speaker_local_policy_follows_the_ready_endpoint_and_survives_refusal_and_apiserver_loss(
 ) -> anyhow::Result<()> {
     if netns_skip() {
         return Ok(());
