@@ -437,3 +437,46 @@ pub async fn run(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+
+    fn cm(name: &str, text: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                namespace: Some("metallb-system".into()),
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([("config".to_string(), text.to_string())])),
+            ..ConfigMap::default()
+        }
+    }
+
+    #[test]
+    fn cache_replaces_its_contents_only_when_a_relist_completes() {
+        let mut c: Cache<ConfigMap> = Cache::new();
+        assert!(!c.apply(Event::Init));
+        assert!(!c.apply(Event::InitApply(cm("a", "1"))));
+        assert!(!c.synced && c.items.is_empty(), "nothing before InitDone");
+        assert!(c.apply(Event::InitDone));
+        assert!(c.synced);
+        assert!(c.apply(Event::Apply(cm("b", "2"))));
+        assert_eq!(c.items.len(), 2);
+        // A re-list (after the apiserver came back) keeps the old contents until it is complete.
+        c.apply(Event::Init);
+        c.apply(Event::InitApply(cm("b", "3")));
+        assert_eq!(c.items.len(), 2, "old contents in force during the re-list");
+        c.apply(Event::InitDone);
+        assert_eq!(c.items.keys().collect::<Vec<_>>(), vec!["metallb-system/b"]);
+        assert_eq!(config_text(&c.items["metallb-system/b"]), "3");
+        assert!(c.apply(Event::Delete(cm("b", ""))));
+        assert!(
+            !c.apply(Event::Delete(cm("b", ""))),
+            "deleting twice changes nothing"
+        );
+        assert!(c.items.is_empty());
+    }
+}
