@@ -230,3 +230,258 @@ fn kubectl_get_svc_output_reads_and_checks() {
     let dual = parse("address-pools:\n- {name: a, protocol: bgp, addresses: [198.51.100.0/24, '2001:db8:53::/64']}\n").unwrap();
     assert!(breaking(&dual, &held).is_empty());
 }
+
+/// Seconds of fuzzing: 3 in `cargo test`, 180 with `FERROLB_SOAK=1` (`make soak`), or
+/// `FERROLB_FUZZ_SECS`.
+fn fuzz_budget() -> std::time::Duration {
+    let secs = std::env::var("FERROLB_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(
+            if std::env::var_os("FERROLB_SOAK").is_some_and(|v| v == "1") {
+                180
+            } else {
+                3
+            },
+        );
+    std::time::Duration::from_secs(secs)
+}
+
+/// xorshift64*: a reproducible stream of pseudo-random numbers without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Values that sit on the edges of what the parser reads: numbers around type limits, odd
+/// addresses and ranges, Go durations, YAML tags, anchors and aliases, empty and huge strings.
+const FUZZ_SCALARS: &[&str] = &[
+    "0",
+    "-1",
+    "1",
+    "2",
+    "3",
+    "4294967295",
+    "4294967296",
+    "65535",
+    "65536",
+    "18446744073709551616",
+    "99999999999999999999999999",
+    "1e309",
+    "-0",
+    "0x10",
+    "0o7",
+    ".inf",
+    "nan",
+    "~",
+    "null",
+    "true",
+    "''",
+    "\"\"",
+    "0.0.0.0",
+    "255.255.255.255",
+    "192.0.2.1",
+    "192.0.2.0/33",
+    "192.0.2.0/-1",
+    "192.0.2.10-192.0.2.1",
+    "192.0.2.1-2001:db8::1",
+    "::",
+    "::/0",
+    "0.0.0.0/0",
+    "2001:db8::/129",
+    "2001:db8::ffff:ffff-2001:db8::",
+    "fe80::1%eth0",
+    "1.2.3",
+    "1:2",
+    "65535:65535",
+    "65536:1",
+    "1:65536",
+    "large:1:2:3",
+    "0s",
+    "1ns",
+    "1h2m3s",
+    "-5s",
+    "9999999999h",
+    "1.5.5s",
+    "3",
+    "90s",
+    "!!binary aGVsbG8=",
+    "!!str 1",
+    "!!int x",
+    "&a x",
+    "*a",
+    "*nope",
+    "<<: *a",
+    "[]",
+    "{}",
+    "[[[]]]",
+    "{a: {b: {c: {}}}}",
+    "\"\\u0000\"",
+    "\"\\uD800\"",
+    "ü",
+    "日本",
+    "\t",
+    "|",
+    ">",
+    "- -",
+    "? x",
+    "bgp",
+    "layer2",
+    "BGP",
+    "In",
+    "NotIn",
+    "Exists",
+    "DoesNotExist",
+    "LoadBalancer",
+    "IPv4",
+    "IPv6",
+    "RequireDualStack",
+    "PreferDualStack",
+    "Local",
+    "Cluster",
+];
+
+/// One structural mutation of a YAML document, line-aware so most results still parse as YAML
+/// and reach the validators (random bytes mostly die in the YAML scanner).
+fn mutate(rng: &mut Rng, text: &str, corpus: &[String]) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    if lines.is_empty() {
+        lines.push(String::new());
+    }
+    let i = rng.below(lines.len());
+    match rng.below(12) {
+        // Replace a scalar value (after `key:` or `- `) with an edge value.
+        0..=3 => {
+            let l = &lines[i];
+            let v = rng.pick(FUZZ_SCALARS);
+            lines[i] = if let Some(p) = l.find(": ") {
+                format!("{}: {v}", &l[..p])
+            } else if let Some(p) = l.find("- ") {
+                format!("{}- {v}", &l[..p])
+            } else {
+                format!("{l} {v}")
+            };
+        }
+        4 => {
+            lines.remove(i);
+        }
+        5 => {
+            let l = lines[i].clone();
+            lines.insert(i, l);
+        }
+        6 => {
+            let j = rng.below(lines.len());
+            lines.swap(i, j);
+        }
+        // Change indentation by one or two spaces.
+        7 => {
+            if rng.below(2) == 0 {
+                lines[i] = format!("  {}", lines[i]);
+            } else if let Some(s) = lines[i].strip_prefix(' ') {
+                lines[i] = s.to_string();
+            }
+        }
+        // Splice in a line from another fixture (valid keys in the wrong place).
+        8 => {
+            let other = rng.pick(corpus);
+            let ol: Vec<&str> = other.lines().collect();
+            if !ol.is_empty() {
+                lines.insert(i, ol[rng.below(ol.len())].to_string());
+            }
+        }
+        // Blow a value up: a huge string or a long list.
+        9 => {
+            let n = 1 + rng.below(5000);
+            lines[i] = if rng.below(2) == 0 {
+                format!("{}{}", lines[i], "9".repeat(n))
+            } else {
+                format!(
+                    "{} [{}]",
+                    lines[i],
+                    vec!["192.0.2.1"; n.min(2000)].join(",")
+                )
+            };
+        }
+        // Truncate the document.
+        10 => lines.truncate(i),
+        // Flip a byte.
+        _ => {
+            let mut b = lines[i].clone().into_bytes();
+            if !b.is_empty() {
+                let k = rng.below(b.len());
+                b[k] = (rng.next() & 0x7f) as u8;
+            }
+            lines[i] = String::from_utf8_lossy(&b).into_owned();
+        }
+    }
+    lines.join("\n")
+}
+
+/// Time-bounded fuzzing of `parse` and `parse_services`: mutated valid fixtures (1–4 structural
+/// mutations each) and raw random bytes. A panic fails the test and prints the input.
+#[test]
+fn fuzz_config_and_service_parsers_never_panic() {
+    let mut corpus: Vec<String> = yaml_files("valid")
+        .iter()
+        .chain(yaml_files("services").iter())
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect();
+    corpus.push(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: b, annotations: {metallb.universe.tf/allow-shared-ip: k, metallb.universe.tf/loadBalancerIPs: '192.0.2.1,2001:db8::1'}}\nspec:\n  type: LoadBalancer\n  loadBalancerIP: 192.0.2.1\n  externalTrafficPolicy: Local\n  ipFamilies: [IPv4, IPv6]\n  ipFamilyPolicy: RequireDualStack\n  ports:\n  - {port: 80, protocol: TCP}\nstatus: {loadBalancer: {ingress: [{ip: 192.0.2.1}]}}\n".to_string(),
+    );
+    let seed = std::env::var("FERROLB_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9e37_79b9_7f4a_7c15_u64);
+    let mut rng = Rng(seed);
+    let budget = fuzz_budget();
+    let start = std::time::Instant::now();
+    let (mut inputs, mut accepted, mut svc_accepted) = (0u64, 0u64, 0u64);
+    let mut slowest = std::time::Duration::ZERO;
+    while start.elapsed() < budget {
+        let text = if rng.below(10) == 0 {
+            let n = rng.below(600);
+            let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        } else {
+            let mut t = rng.pick(&corpus).clone();
+            for _ in 0..1 + rng.below(4) {
+                t = mutate(&mut rng, &t, &corpus);
+            }
+            t
+        };
+        let t0 = std::time::Instant::now();
+        let r = std::panic::catch_unwind(|| (parse(&text).is_ok(), parse_services(&text).is_ok()));
+        slowest = slowest.max(t0.elapsed());
+        match r {
+            Ok((c, s)) => {
+                accepted += u64::from(c);
+                svc_accepted += u64::from(s);
+            }
+            Err(_) => panic!("parser panicked (seed {seed}) on input:\n{text}"),
+        }
+        inputs += 1;
+    }
+    eprintln!(
+        "measured: {inputs} fuzz inputs in {:?} (seed {seed}): {accepted} accepted as config, \
+         {svc_accepted} as services, 0 panics, slowest input {slowest:?}",
+        start.elapsed()
+    );
+    assert!(inputs > 100, "fuzzer ran only {inputs} inputs");
+}

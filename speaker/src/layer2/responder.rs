@@ -127,6 +127,17 @@ impl Responder {
             }
         }
         self.groups = want;
+        // ARP for addresses we do not answer is dropped in the kernel.
+        let v4: Vec<std::net::Ipv4Addr> = ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        if let Err(e) = socket::attach(self.fd, &socket::filter_for(&v4)) {
+            warn!(interface = %self.iface.name, error = %e, "could not narrow the ARP filter");
+        }
         *self.owned.write().unwrap_or_else(|e| e.into_inner()) = ips;
     }
 

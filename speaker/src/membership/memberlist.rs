@@ -222,6 +222,7 @@ fn options(cfg: &MemberlistConfig) -> Options {
         .with_suspicion_max_timeout_mult(t.suspicion_max_timeout_mult)
         .with_gossip_interval(t.gossip_interval)
         .with_awareness_max_multiplier(t.awareness_max_multiplier)
+        .with_timeout(t.tcp_timeout)
         // A restarted speaker may come back on another address under the same name at once.
         .with_dead_node_reclaim_time(Duration::from_secs(1));
     match &cfg.secret {

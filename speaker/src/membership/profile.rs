@@ -57,6 +57,11 @@ pub struct Timers {
     pub gossip_interval: Duration,
     /// How far probe timeouts may back off when this node itself is unhealthy.
     pub awareness_max_multiplier: usize,
+    /// TCP timeout (memberlist's `timeout`): bounds joins and state exchange, and also how long
+    /// a failed probe waits for its TCP fallback ping before the peer becomes suspect. A peer
+    /// that silently stops answering (a partition, not a crash: no RST) is suspected only after
+    /// this, so it must be short for fast detection.
+    pub tcp_timeout: Duration,
 }
 
 impl Timers {
@@ -70,6 +75,7 @@ impl Timers {
                 suspicion_max_timeout_mult: 2,
                 gossip_interval: Duration::from_millis(50),
                 awareness_max_multiplier: 4,
+                tcp_timeout: Duration::from_millis(500),
             },
             Profile::Lan => Timers {
                 probe_interval: Duration::from_millis(500),
@@ -78,6 +84,7 @@ impl Timers {
                 suspicion_max_timeout_mult: 6,
                 gossip_interval: Duration::from_millis(200),
                 awareness_max_multiplier: 8,
+                tcp_timeout: Duration::from_secs(10),
             },
         }
     }
@@ -91,6 +98,12 @@ impl Timers {
             * u32::try_from(self.suspicion_mult * self.suspicion_max_timeout_mult)
                 .unwrap_or(u32::MAX);
         self.probe_interval * rounds + self.probe_timeout + suspicion
+    }
+
+    /// The same for a peer cut off without a crash (packets silently dropped): the failed probe
+    /// also waits out the TCP fallback ping.
+    pub fn worst_case_partition_detection(&self, peers: usize) -> Duration {
+        self.worst_case_detection(peers) + self.tcp_timeout
     }
 }
 
@@ -113,5 +126,8 @@ mod tests {
         assert!(t.probe_timeout < t.probe_interval);
         assert!(t.worst_case_detection(2) < Duration::from_secs(1));
         assert!(Timers::of(Profile::Lan).worst_case_detection(2) > Duration::from_secs(2));
+        // Regression (issue 8): memberlist's default 10 s TCP timeout made a partitioned peer
+        // take ~11 s to drop with `fast` timers.
+        assert!(t.worst_case_partition_detection(2) < Duration::from_millis(1500));
     }
 }
