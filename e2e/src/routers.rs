@@ -1,7 +1,7 @@
 //! Real routers for the BGP end-to-end tests: write a config into a temp dir, start the daemon
 //! inside a namespace, query it with its own CLI, restart or stop it.
 //!
-//! BIRD 2 today (`bird -f`, `birdc -s SOCKET`). Must not: touch anything outside the namespace
+//! BIRD 2 (`bird -f`, `birdc -s SOCKET`), GoBGP (`gobgpd`, `gobgp`) and FRR (`bgpd`, `vtysh`). Must not: touch anything outside the namespace
 //! and the given directory.
 
 use std::fs;
@@ -120,6 +120,7 @@ pub struct Gobgp {
     ns_name: String,
     child: Option<Child>,
     log: PathBuf,
+    conf: PathBuf,
 }
 
 impl Gobgp {
@@ -127,42 +128,61 @@ impl Gobgp {
     pub fn start(ns: &Netns, dir: &Path, config: &str) -> Result<Gobgp> {
         let conf = dir.join("gobgpd.toml");
         fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
-        let log = dir.join("gobgpd.out");
-        let out = fs::File::create(&log)?;
+        let mut g = Gobgp {
+            ns_name: ns.name().to_string(),
+            child: None,
+            log: dir.join("gobgpd.out"),
+            conf,
+        };
+        g.spawn()?;
+        Ok(g)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let out = fs::File::create(&self.log)?;
         let child = std::process::Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                ns.name(),
+                &self.ns_name,
                 "gobgpd",
                 "-t",
                 "toml",
                 "-p",
                 "-f",
             ])
-            .arg(&conf)
+            .arg(&self.conf)
             .args(["--api-hosts", "127.0.0.1:50051", "--pprof-disable"])
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
             .context("could not start gobgpd")?;
-        let g = Gobgp {
-            ns_name: ns.name().to_string(),
-            child: Some(child),
-            log,
-        };
+        self.child = Some(child);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
-            if g.gobgp(&["global"]).is_ok() {
-                return Ok(g);
+            if self.gobgp(&["global"]).is_ok() {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!(
             "gobgpd did not come up: {}",
-            fs::read_to_string(&g.log).unwrap_or_default()
+            fs::read_to_string(&self.log).unwrap_or_default()
         )
+    }
+
+    /// Kills gobgpd (SIGKILL) and starts it again with the same config.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Runs `gobgp ARGS` against this daemon.
@@ -202,10 +222,7 @@ impl Gobgp {
 
 impl Drop for Gobgp {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }
 
@@ -213,6 +230,7 @@ impl Drop for Gobgp {
 /// on drop.
 #[derive(Debug)]
 pub struct Frr {
+    ns_name: String,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -224,45 +242,66 @@ impl Frr {
         fs::create_dir_all(&dir)?;
         let conf = dir.join("bgpd.conf");
         fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
+        let mut f = Frr {
+            ns_name: ns.name().to_string(),
+            dir,
+            child: None,
+        };
+        f.spawn()?;
+        Ok(f)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let dir = &self.dir;
         let out = fs::File::create(dir.join("bgpd.out"))?;
         let child = std::process::Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                ns.name(),
+                &self.ns_name,
                 "/usr/lib/frr/bgpd",
                 "-Z",
                 "-S",
                 "-n",
             ])
             .args(["-u", "root", "-g", "root", "-P", "0", "-f"])
-            .arg(&conf)
+            .arg(dir.join("bgpd.conf"))
             .arg("-i")
             .arg(dir.join("bgpd.pid"))
             .arg("-z")
             .arg(dir.join("zserv.api"))
             .arg("--vty_socket")
-            .arg(&dir)
+            .arg(dir)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
             .context("could not start bgpd")?;
-        let f = Frr {
-            dir,
-            child: Some(child),
-        };
+        self.child = Some(child);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
-            if f.vtysh("show bgp summary").is_ok() {
-                return Ok(f);
+            if self.vtysh("show bgp summary").is_ok() {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!(
             "bgpd did not come up: {}",
-            fs::read_to_string(f.dir.join("bgpd.out")).unwrap_or_default()
+            fs::read_to_string(self.dir.join("bgpd.out")).unwrap_or_default()
         )
+    }
+
+    /// Kills bgpd (SIGKILL) and starts it again with the same config.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// `vtysh --vty_socket DIR -c COMMAND`.
@@ -286,9 +325,6 @@ impl Frr {
 
 impl Drop for Frr {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }
