@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help fmt fmt-check lint build unit test e2e bench demo ci deps
+.PHONY: help fmt fmt-check lint build unit test e2e bench demo ci deps soak
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -30,6 +30,13 @@ test: build ## every test: unit, fixtures, and end-to-end in network namespaces 
 
 e2e: build ## only the end-to-end tests (root)
 	$(CARGO) test -p ferrolb-e2e
+
+soak: build ## long reliability runs (root, ~20 min): faults, partition, ARP flood, fuzzing, controller SIGKILL
+	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-e2e --test faults -- --nocapture --test-threads=1
+	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-e2e --test layer2 -- --nocapture --test-threads=1 partition flood
+	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-e2e --test k8s -- --nocapture controller_killed_mid_creation
+	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-config --test fixtures -- --nocapture fuzz_
+	$(CARGO) test -p ferrolb-speaker --lib -- --nocapture forge
 
 demo: ## the README's "run it": BIRD, two ferrolb nodes and a client in network namespaces (root)
 	CARGO="$(CARGO)" bash e2e/demo/demo.sh
