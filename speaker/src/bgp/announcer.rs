@@ -10,12 +10,13 @@ use std::time::Duration;
 use ferrolb_config::Peer;
 use futures::future::BoxFuture;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::listener::Listener;
 use super::metrics::BgpMetrics;
-use super::session::{self, StopReason};
+use super::session::{self, Inbound, StopReason};
 use crate::world::{Announcer, World};
 
 /// How long shutdown waits for each session to withdraw and send its Cease.
@@ -27,6 +28,8 @@ struct Session {
     world: watch::Sender<Arc<World>>,
     stop: watch::Sender<Option<StopReason>>,
     up: watch::Receiver<bool>,
+    /// Connections the listener accepted from this peer.
+    inbound: mpsc::Sender<Inbound>,
     task: JoinHandle<()>,
 }
 
@@ -37,6 +40,8 @@ pub struct BgpAnnouncer {
     /// Taken from the first `apply` when not given (apply runs inside the runtime).
     runtime: Option<Handle>,
     sessions: Vec<Session>,
+    /// `--bgp-listen`: accepts connections from this node's peers only.
+    listener: Option<Listener>,
 }
 
 impl BgpAnnouncer {
@@ -46,6 +51,7 @@ impl BgpAnnouncer {
             metrics: BgpMetrics::default(),
             runtime: Some(runtime),
             sessions: Vec::new(),
+            listener: None,
         }
     }
 
@@ -56,7 +62,25 @@ impl BgpAnnouncer {
             metrics,
             runtime: None,
             sessions: Vec::new(),
+            listener: None,
         }
+    }
+
+    /// Also accepts BGP connections on `addrs` (bound now, so a busy port fails here), from the
+    /// configured peers of this node only; see [`Listener`].
+    pub fn with_listener(mut self, addrs: &[std::net::SocketAddr]) -> std::io::Result<Self> {
+        if !addrs.is_empty() {
+            self.listener = Some(Listener::bind(addrs)?);
+        }
+        Ok(self)
+    }
+
+    /// The listener's bound addresses (empty without one).
+    pub fn listen_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listener
+            .as_ref()
+            .map(Listener::local_addrs)
+            .unwrap_or_default()
     }
 
     /// Peer addresses with whether each session is Established, in config order.
@@ -112,24 +136,38 @@ impl Announcer for BgpAnnouncer {
             let (world_tx, world_rx) = watch::channel(world.clone());
             let (stop_tx, stop_rx) = watch::channel(None);
             let (up_tx, up_rx) = watch::channel(false);
+            let (inbound_tx, inbound_rx) = mpsc::channel(4);
             let task = runtime.spawn(session::run(
                 peer.clone(),
                 world_rx,
                 stop_rx,
                 up_tx,
                 self.metrics.clone(),
+                inbound_rx,
             ));
             self.sessions.push(Session {
                 peer: peer.clone(),
                 world: world_tx,
                 stop: stop_tx,
                 up: up_rx,
+                inbound: inbound_tx,
                 task,
             });
+        }
+        if let Some(l) = self.listener.as_mut() {
+            let peers: Vec<_> = self
+                .sessions
+                .iter()
+                .map(|s| (s.peer.clone(), s.inbound.clone()))
+                .collect();
+            l.update(&peers, &runtime, &self.metrics.refused_connections);
         }
     }
 
     fn shutdown(&mut self) -> BoxFuture<'static, ()> {
+        if let Some(l) = self.listener.as_mut() {
+            l.shutdown();
+        }
         let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut self.sessions)
             .into_iter()
             .map(|s| Self::stop(s, StopReason::Shutdown))
@@ -365,6 +403,134 @@ mod tests {
         }
         assert_eq!(a.session_states().len(), 1);
         a.shutdown().await;
+    }
+
+    /// A port nothing listens on: our outgoing connections to it fail.
+    async fn closed_port() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    /// A connection to `to` from `from` (a loopback address).
+    async fn connect_from(from: &str, to: std::net::SocketAddr) -> TcpStream {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        s.connect(to).await.unwrap()
+    }
+
+    fn peer_open(router_id: &str) -> Message {
+        Message::Open(Open {
+            asn: 64513,
+            hold_time: 9,
+            router_id: router_id.parse().unwrap(),
+            caps: Capabilities {
+                four_octet_asn: Some(64513),
+                ipv4_unicast: true,
+                ipv6_unicast: false,
+                route_refresh: true,
+            },
+        })
+    }
+
+    async fn expect_cease_collision(c: &mut Framed<TcpStream, Codec>) {
+        match next(c).await {
+            Message::Notification(n) => assert_eq!((n.code, n.subcode), (6, 7)),
+            other => panic!("expected Cease 6/7, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn listener_accepts_only_configured_peers_and_the_session_runs_on_it() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = BgpMetrics::register(&mut registry);
+        let mut a = BgpAnnouncer::start(metrics.clone())
+            .with_listener(&["127.0.0.1:0".parse().unwrap()])
+            .unwrap();
+        let listen = a.listen_addrs()[0];
+        // Our own dialling fails (nothing on the peer port): only the listener can bring it up.
+        a.apply(world(closed_port().await, true));
+
+        // 127.0.0.2 is not a configured peer: closed before a single byte.
+        let mut s = connect_from("127.0.0.2", listen).await;
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+        )
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+        assert_eq!(n, 0, "no bytes to an unconfigured address");
+        assert_eq!(metrics.refused_connections.get(), 1);
+
+        // 127.0.0.1 is the peer: OPEN both ways, KEEPALIVE, then the routes and End-of-RIB.
+        let mut c = Framed::new(connect_from("127.0.0.1", listen).await, Codec::default());
+        c.send(peer_open("192.0.2.99")).await.unwrap();
+        let Message::Open(open) = next(&mut c).await else {
+            panic!("expected OPEN")
+        };
+        assert_eq!(open.asn, 64512);
+        assert_eq!(open.router_id, std::net::Ipv4Addr::new(127, 0, 0, 1));
+        c.send(Message::Keepalive).await.unwrap();
+        assert_eq!(
+            next_update(&mut c).await,
+            (vec!["198.51.100.10/32".into()], vec![], false)
+        );
+        assert!(next_update(&mut c).await.2, "IPv4 End-of-RIB");
+        assert_eq!(
+            a.session_states(),
+            vec![("127.0.0.1".parse().unwrap(), true)]
+        );
+        assert_eq!(metrics.refused_connections.get(), 1);
+        a.shutdown().await;
+        assert_eq!(next_update(&mut c).await.1, vec!["198.51.100.10/32"]);
+    }
+
+    /// Our outgoing connection is in OpenSent when the peer's own connection arrives: the one
+    /// opened by the higher BGP Identifier survives, the other gets Cease 6/7.
+    #[tokio::test]
+    async fn connection_collision_keeps_the_higher_identifiers_connection() {
+        // (peer's router id, whether the peer's incoming connection wins). Ours is 127.0.0.1.
+        for (peer_id, incoming_wins) in [("192.0.2.99", true), ("10.0.0.1", false)] {
+            let peer_side = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut a = BgpAnnouncer::start(BgpMetrics::default())
+                .with_listener(&["127.0.0.1:0".parse().unwrap()])
+                .unwrap();
+            let listen = a.listen_addrs()[0];
+            a.apply(world(peer_side.local_addr().unwrap().port(), true));
+            let (out_stream, _) = tokio::time::timeout(Duration::from_secs(10), peer_side.accept())
+                .await
+                .expect("outgoing connection")
+                .unwrap();
+            let mut outgoing = Framed::new(out_stream, Codec::default());
+            assert!(matches!(next(&mut outgoing).await, Message::Open(_)));
+            // The peer also connects (collision) and sends its OPEN there.
+            let mut incoming =
+                Framed::new(connect_from("127.0.0.1", listen).await, Codec::default());
+            incoming.send(peer_open(peer_id)).await.unwrap();
+            let (mut keep, mut lose) = if incoming_wins {
+                (incoming, outgoing)
+            } else {
+                (outgoing, incoming)
+            };
+            expect_cease_collision(&mut lose).await;
+            if incoming_wins {
+                assert!(
+                    matches!(next(&mut keep).await, Message::Open(_)),
+                    "{peer_id}"
+                );
+            } else {
+                keep.send(peer_open(peer_id)).await.unwrap();
+            }
+            keep.send(Message::Keepalive).await.unwrap();
+            assert_eq!(
+                next_update(&mut keep).await.0,
+                vec!["198.51.100.10/32"],
+                "{peer_id}"
+            );
+            assert!(a.session_states()[0].1, "{peer_id}: Established");
+            a.shutdown().await;
+        }
     }
 
     #[tokio::test]

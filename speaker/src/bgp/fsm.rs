@@ -1,4 +1,5 @@
-//! Sans-IO BGP session state machine (RFC 4271 §8), for one peer, active side.
+//! Sans-IO BGP session state machine (RFC 4271 §8), for one peer: it dials out, and a connection
+//! the peer opened to our listener enters as `TcpConnected` too (collisions: `collision.rs`).
 //!
 //! `handle(Input) -> Vec<Output>`: the driver turns outputs into socket actions and arms the
 //! timers it is told to; every timer expiry comes back as an input. Must not: touch sockets,
@@ -47,6 +48,9 @@ pub enum Input {
     Received(Message),
     /// The bytes from the peer did not decode: send this NOTIFICATION.
     DecodeError(Notification),
+    /// Connection collision (RFC 4271 §6.8) lost by the current connection: Cease 6/7 on it,
+    /// close it, and wait (Active) for the surviving connection's `TcpConnected`.
+    CollisionLost,
 }
 
 /// What the driver must do, in order.
@@ -123,6 +127,11 @@ impl Fsm {
         self.params.router_id = id;
     }
 
+    /// Our BGP Identifier (unspecified until configured or learnt from a connection).
+    pub fn router_id(&self) -> Ipv4Addr {
+        self.params.router_id
+    }
+
     pub fn state(&self) -> State {
         self.state
     }
@@ -158,7 +167,10 @@ impl Fsm {
             (_, Input::Start) => Vec::new(),
             (Idle, Input::TimerExpired(Timer::ConnectRetry)) if self.running => self.connect(),
             (Connect | Active, Input::TimerExpired(Timer::ConnectRetry)) => self.connect(),
-            (Connect | Active, Input::TcpConnected) => {
+            // Idle: a peer connected to our listener while we waited to retry.
+            (Connect | Active, Input::TcpConnected) | (Idle, Input::TcpConnected)
+                if self.running =>
+            {
                 self.state = OpenSent;
                 vec![
                     Output::CancelTimer(Timer::ConnectRetry),
@@ -196,6 +208,19 @@ impl Fsm {
                     out.push(Output::SetTimer(Timer::Keepalive, k));
                 }
                 out
+            }
+            (OpenSent | OpenConfirm, Input::CollisionLost) => {
+                self.state = Active;
+                self.negotiated_hold = 0;
+                vec![
+                    Output::Send(Message::Notification(Notification::new(
+                        code::CEASE,
+                        code::CEASE_CONNECTION_COLLISION,
+                    ))),
+                    Output::CloseTcp,
+                    Output::CancelTimer(Timer::Hold),
+                    Output::CancelTimer(Timer::Keepalive),
+                ]
             }
             (OpenSent | OpenConfirm | Established, Input::TimerExpired(Timer::Hold)) => self.fail(
                 Some(Notification::new(code::HOLD_TIMER_EXPIRED, 0)),
@@ -685,6 +710,55 @@ mod tests {
             cease_subcode: code::CEASE_PEER_DECONFIGURED,
         });
         assert!(out.contains(&Output::CloseTcp));
+        assert_eq!(f.state(), State::Idle);
+    }
+
+    #[test]
+    fn collision_lost_sends_cease_7_closes_and_takes_the_other_connection() {
+        for reach in [State::OpenSent, State::OpenConfirm] {
+            let mut f = Fsm::new(params());
+            f.handle(Input::Start);
+            f.handle(Input::TcpConnected);
+            if reach == State::OpenConfirm {
+                f.handle(Input::Received(Message::Open(peer_open(90))));
+            }
+            assert_eq!(f.state(), reach);
+            let out = f.handle(Input::CollisionLost);
+            assert_eq!(
+                out[0],
+                Output::Send(Message::Notification(Notification::new(6, 7)))
+            );
+            assert!(out.contains(&Output::CloseTcp));
+            assert!(!out.iter().any(|o| matches!(o, Output::Down { .. })));
+            assert_eq!(f.state(), State::Active);
+            // The surviving (incoming) connection: OPEN sent, then the peer's OPEN it carried.
+            let out = f.handle(Input::TcpConnected);
+            assert!(out
+                .iter()
+                .any(|o| matches!(o, Output::Send(Message::Open(_)))));
+            f.handle(Input::Received(Message::Open(peer_open(90))));
+            f.handle(Input::Received(Message::Keepalive));
+            assert_eq!(f.state(), State::Established);
+        }
+        // Established never loses a collision; the input is ignored there.
+        let mut f = established(params(), 90);
+        assert!(f.handle(Input::CollisionLost).is_empty());
+        assert_eq!(f.state(), State::Established);
+    }
+
+    #[test]
+    fn incoming_connection_while_waiting_to_retry_is_taken() {
+        let mut f = Fsm::new(params());
+        f.handle(Input::Start);
+        f.handle(Input::TcpConnected);
+        f.handle(Input::TcpClosed);
+        assert_eq!(f.state(), State::Idle);
+        let out = f.handle(Input::TcpConnected);
+        assert_eq!(f.state(), State::OpenSent);
+        assert!(out.contains(&Output::CancelTimer(Timer::ConnectRetry)));
+        // Not after a stop.
+        let mut f = Fsm::new(params());
+        assert!(f.handle(Input::TcpConnected).is_empty());
         assert_eq!(f.state(), State::Idle);
     }
 

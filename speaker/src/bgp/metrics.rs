@@ -22,6 +22,8 @@ pub struct BgpMetrics {
     pub announced_prefixes: Family<Labels, Gauge>,
     /// Prefixes waiting to be sent (not Established, or an encoding failure).
     pub pending_prefixes: Family<Labels, Gauge>,
+    /// Connections to the BGP listener from addresses that are not a configured peer.
+    pub refused_connections: Counter,
 }
 
 impl BgpMetrics {
@@ -47,6 +49,11 @@ impl BgpMetrics {
             "metallb_bgp_pending_prefixes_total",
             "Number of prefixes that should be advertised on the BGP session",
             m.pending_prefixes.clone(),
+        );
+        registry.register(
+            "ferrolb_bgp_refused_connections",
+            "Connections to the BGP listener closed because the source is not a configured peer",
+            m.refused_connections.clone(),
         );
         m
     }

@@ -3,7 +3,9 @@
 pub mod adv;
 pub mod announcer;
 pub mod codec;
+pub mod collision;
 pub mod fsm;
+pub mod listener;
 pub mod md5;
 pub mod metrics;
 pub mod msg;

@@ -31,6 +31,8 @@ pub mod code {
     pub const CEASE_PEER_DECONFIGURED: u8 = 3;
     /// Cease subcode: Administrative Shutdown.
     pub const CEASE_ADMIN_SHUTDOWN: u8 = 2;
+    /// Cease subcode: connection collision resolution (RFC 4486).
+    pub const CEASE_CONNECTION_COLLISION: u8 = 7;
 }
 
 /// Capabilities we send and look for in the peer's OPEN.

@@ -10,15 +10,16 @@ use std::time::Duration;
 use ferrolb_config::Peer;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn};
 
 use super::codec::{Codec, DecodeError};
+use super::collision::{self, Decision, Direction};
 use super::fsm::{Fsm, Input, Output, Params, State, Timer};
 use super::metrics::{BgpMetrics, Labels};
-use super::msg::{code, Capabilities, Message};
+use super::msg::{code, Capabilities, Message, Notification, Open};
 use super::pack::{self, RouteSet};
 use super::{adv, md5};
 use crate::world::World;
@@ -75,6 +76,28 @@ async fn connect(peer: &Peer) -> std::io::Result<TcpStream> {
     sock.connect(remote).await
 }
 
+/// A connection the peer opened to our listener, with the OPEN it sent first.
+#[derive(Debug)]
+pub struct Inbound {
+    pub conn: Framed<TcpStream, Codec>,
+    pub open: Open,
+    /// Our address on the connection.
+    pub local: IpAddr,
+}
+
+/// Router id when none is configured: the local IPv4 address of the session, or for IPv6 the
+/// low 32 bits of the local address.
+fn derived_router_id(local: Option<IpAddr>) -> Ipv4Addr {
+    match local {
+        Some(IpAddr::V4(a)) => a,
+        Some(IpAddr::V6(a)) => {
+            let o = a.octets();
+            Ipv4Addr::new(o[12], o[13], o[14], o[15])
+        }
+        None => Ipv4Addr::new(192, 0, 2, 254),
+    }
+}
+
 /// Timer deadlines the FSM asked for.
 #[derive(Debug, Default)]
 struct Timers {
@@ -111,6 +134,8 @@ struct Driver {
     fsm: Fsm,
     timers: Timers,
     conn: Option<Framed<TcpStream, Codec>>,
+    /// Who opened `conn`.
+    conn_dir: Direction,
     local: Option<IpAddr>,
     /// What the peer holds from us now.
     sent: RouteSet,
@@ -123,13 +148,15 @@ struct Driver {
 }
 
 /// Runs one session until `stop` says why to end. `world` carries every update; `up` reports
-/// whether the session is Established.
+/// whether the session is Established; `inbound` brings connections the peer opened to our
+/// listener (RFC 4271 §6.8 decides between them and ours).
 pub async fn run(
     peer: Peer,
     mut world: watch::Receiver<Arc<World>>,
     mut stop: watch::Receiver<Option<StopReason>>,
     up: watch::Sender<bool>,
     metrics: BgpMetrics,
+    mut inbound: mpsc::Receiver<Inbound>,
 ) {
     let labels = BgpMetrics::labels(SocketAddr::new(peer.peer_address, peer.peer_port));
     metrics.session_up.get_or_create(&labels).set(0);
@@ -139,6 +166,7 @@ pub async fn run(
         peer,
         timers: Timers::default(),
         conn: None,
+        conn_dir: Direction::Outgoing,
         local: None,
         sent: RouteSet::new(),
         peer_caps: Capabilities::default(),
@@ -176,6 +204,7 @@ pub async fn run(
                 };
                 d.input(input).await;
             }
+            Some(inb) = inbound.recv() => d.incoming(inb).await,
             changed = world.changed() => {
                 if changed.is_err() { break; }
                 d.world = world.borrow_and_update().clone();
@@ -203,6 +232,47 @@ impl Driver {
         }
     }
 
+    /// A connection the peer opened: keep it or ours (RFC 4271 §6.8), close the loser with
+    /// Cease / connection collision resolution.
+    async fn incoming(&mut self, inb: Inbound) {
+        let Inbound {
+            mut conn,
+            open,
+            local,
+        } = inb;
+        let peer = self.peer.peer_address;
+        if self.peer.router_id.is_none() && self.conn.is_none() {
+            self.fsm.set_router_id(derived_router_id(Some(local)));
+        }
+        let existing = self
+            .conn
+            .as_ref()
+            .map(|_| (self.fsm.state(), self.conn_dir));
+        let decision = collision::resolve(
+            existing,
+            Direction::Incoming,
+            self.fsm.router_id(),
+            open.router_id,
+        );
+        info!(%peer, ?existing, ?decision, local_id = %self.fsm.router_id(), remote_id = %open.router_id, "connection from the peer");
+        match decision {
+            Decision::KeepExisting => {
+                let cease = Notification::new(code::CEASE, code::CEASE_CONNECTION_COLLISION);
+                let _ = conn.send(Message::Notification(cease)).await;
+                return;
+            }
+            Decision::KeepNew => self.input(Input::CollisionLost).await,
+            Decision::Adopt => {}
+        }
+        self.conn = Some(conn);
+        self.conn_dir = Direction::Incoming;
+        self.local = Some(local);
+        self.input(Input::TcpConnected).await;
+        if self.conn.is_some() && self.fsm.state() == State::OpenSent {
+            self.input(Input::Received(Message::Open(open))).await;
+        }
+    }
+
     async fn output(&mut self, out: Output) -> Option<Input> {
         let peer = self.peer.peer_address;
         match out {
@@ -214,19 +284,11 @@ impl Driver {
                     let local = stream.local_addr().ok().map(|a| a.ip());
                     self.local = local;
                     if self.peer.router_id.is_none() {
-                        // IPv6-only sessions: the low 32 bits of the local address.
-                        let id = match local {
-                            Some(IpAddr::V4(a)) => a,
-                            Some(IpAddr::V6(a)) => {
-                                let o = a.octets();
-                                Ipv4Addr::new(o[12], o[13], o[14], o[15])
-                            }
-                            None => Ipv4Addr::new(192, 0, 2, 254),
-                        };
-                        self.fsm.set_router_id(id);
+                        self.fsm.set_router_id(derived_router_id(local));
                     }
                     info!(%peer, ?local, "TCP connected");
                     self.conn = Some(Framed::new(stream, Codec::default()));
+                    self.conn_dir = Direction::Outgoing;
                     Some(Input::TcpConnected)
                 }
                 Err(e) => {
