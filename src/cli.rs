@@ -131,6 +131,10 @@ pub struct StandaloneArgs {
     /// Failure-detection timers: `fast` (crash detected in about 0.4 s) or `lan` (about 3 s).
     #[arg(long, default_value = "fast")]
     pub ml_profile: ferrolb_speaker::membership::Profile,
+    /// Accept BGP connections on `ADDR:PORT` (repeatable, e.g. `0.0.0.0:179` and `[::]:179`),
+    /// only from a configured peer's `peer-address`; off by default (sessions are dialled out).
+    #[arg(long, value_delimiter = ',')]
+    pub bgp_listen: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -171,4 +175,8 @@ pub struct SpeakerArgs {
     /// Failure-detection timers: `fast` (crash detected in about 0.4 s) or `lan` (about 3 s).
     #[arg(long, default_value = "fast")]
     pub ml_profile: ferrolb_speaker::membership::Profile,
+    /// Accept BGP connections on `ADDR:PORT` (repeatable, e.g. `0.0.0.0:179` and `[::]:179`),
+    /// only from a configured peer's `peer-address`; off by default (sessions are dialled out).
+    #[arg(long, value_delimiter = ',')]
+    pub bgp_listen: Vec<std::net::SocketAddr>,
 }

@@ -410,6 +410,11 @@ impl Drop for Simple {
 
 impl Simple {
     fn new(tag: &str) -> Result<Simple> {
+        Simple::start(tag, SIMPLE_CONFIG, &[])
+    }
+
+    /// The lab with this config; `args` go to `ferrolb standalone` after the usual ones.
+    fn start(tag: &str, config: &str, args: &[&str]) -> Result<Simple> {
         ferrolb_e2e::netns::remove_stale();
         let router = Netns::create("rt")?;
         let node = Netns::create("nd")?;
@@ -423,7 +428,7 @@ impl Simple {
         let dir = std::env::temp_dir().join(format!("flb-{}-{tag}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
-        fs::write(dir.join("config.yaml"), SIMPLE_CONFIG)?;
+        fs::write(dir.join("config.yaml"), config)?;
         fs::write(dir.join("services.yaml"), format!("{SVC4}---\n{SVC6}"))?;
         std::thread::sleep(Duration::from_millis(300));
         let bin = ferrolb_e2e::ferrolb_bin()?;
@@ -436,6 +441,7 @@ impl Simple {
             .arg(dir.join("services.yaml"))
             .arg("--state")
             .arg(dir.join("state"))
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -637,6 +643,107 @@ fn frr_sees_sequence_path_communities_ipv6_and_withdrawal() -> Result<()> {
             .map(|o| o.contains("2001:db8::2"))
             .unwrap_or(false)
     })?;
+    Ok(())
+}
+
+/// ferrolb's own dialling cannot work (nothing listens on port 1790 at the router), so the
+/// session exists only if BIRD's connection to `--bgp-listen` is accepted.
+const LISTEN_CONFIG: &str = "\
+peers:
+- peer-address: 192.0.2.1
+  peer-port: 1790
+  peer-asn: 64513
+  my-asn: 64512
+  password: listen-secret
+bgp-communities:
+  tag: 64512:100
+address-pools:
+- name: bgp
+  protocol: bgp
+  addresses:
+  - 198.51.100.10/32
+  bgp-advertisements:
+  - communities: [tag]
+";
+
+/// BIRD active (not passive): it connects to the node's port 179, with the MD5 key.
+const LISTEN_BIRD: &str = r#"
+router id 192.0.2.1;
+protocol device {}
+protocol bgp active4 {
+  local 192.0.2.1 as 64513; neighbor 192.0.2.2 port 179 as 64512;
+  password "listen-secret";
+  connect delay time 1; connect retry time 2;
+  ipv4 { import all; export none; };
+}
+"#;
+
+/// Passive peers: `--bgp-listen` accepts BIRD's MD5-keyed connection from the configured
+/// peer address and the routes reach BIRD over it; a connection from an address that is no
+/// peer (another namespace) is closed without a byte and logged.
+#[test]
+fn bird_connecting_to_the_listener_gets_routes_and_strangers_are_closed() -> Result<()> {
+    if !ferrolb_e2e::is_root() || !ferrolb_e2e::have_programs(&["bird", "birdc", "socat"]) {
+        eprintln!("SKIP: needs root, bird2 and socat");
+        return Ok(());
+    }
+    let lab = Simple::start("listen", LISTEN_CONFIG, &["--bgp-listen", "192.0.2.2:179"])?;
+    lab.router.add_addr("r0", "192.0.2.9/24")?;
+    let started = Instant::now();
+    let bird = Bird::start(&lab.router, &lab.dir, LISTEN_BIRD)?;
+    let limit = Duration::from_secs(30);
+    lab.wait_for(limit, "route at BIRD over the accepted connection", || {
+        bird.routes("active4")
+            .map(|o| o.contains("198.51.100.10/32"))
+            .unwrap_or(false)
+    })?;
+    eprintln!(
+        "measured: BIRD (active, connect delay 1 s) start -> route over the accepted session in {:?}",
+        started.elapsed()
+    );
+    let out = bird.routes("active4")?;
+    assert!(out.contains("BGP.as_path: 64512"), "{out}");
+    assert!(out.contains("BGP.next_hop: 192.0.2.2"), "{out}");
+    assert!(out.contains("(64512,100)"), "{out}");
+    let proto = bird.birdc(&["show", "protocols", "all", "active4"])?;
+    assert!(proto.contains("Established"), "{proto}");
+
+    // A stranger in the router namespace (192.0.2.9, not a peer): closed, no OPEN, no byte.
+    let t = Instant::now();
+    let out = lab
+        .router
+        .command("socat")
+        .args([
+            "-T",
+            "5",
+            "-u",
+            "TCP:192.0.2.2:179,bind=192.0.2.9",
+            "STDOUT",
+        ])
+        .stdin(Stdio::null())
+        .output()?;
+    let closed_in = t.elapsed();
+    assert!(
+        out.stdout.is_empty(),
+        "bytes to an unconfigured address: {:?}",
+        out.stdout
+    );
+    assert!(
+        closed_in < Duration::from_secs(4),
+        "not closed at once: {closed_in:?}"
+    );
+    lab.wait_for(
+        Duration::from_secs(5),
+        "refusal logged with the address",
+        || {
+            fs::read_to_string(lab.dir.join("node.log"))
+                .map(|l| l.contains("not a configured peer") && l.contains("192.0.2.9"))
+                .unwrap_or(false)
+        },
+    )?;
+    eprintln!("measured: unconfigured 192.0.2.9 closed after {closed_in:?} with 0 bytes");
+    // The real session is untouched.
+    assert!(bird.established("active4"));
     Ok(())
 }
 

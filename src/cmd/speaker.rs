@@ -64,7 +64,7 @@ async fn run_async(args: &SpeakerArgs, opts: Options) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let mut registry = Registry::default();
     let metrics = SpeakerMetrics::register(&mut registry);
-    let announcers = crate::announce::announcers(&mut registry)?;
+    let announcers = crate::announce::announcers(&mut registry, &args.bgp_listen)?;
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(http::serve(
         args.metrics_addr,

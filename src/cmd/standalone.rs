@@ -83,7 +83,7 @@ pub fn run(args: &StandaloneArgs) -> ExitCode {
         }
     }
     let mut registry = Registry::default();
-    let announcers = match crate::announce::announcers(&mut registry) {
+    let announcers = match crate::announce::announcers(&mut registry, &args.bgp_listen) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("standalone: cannot start the announcers: {e:#}");

@@ -128,12 +128,17 @@ impl Timers {
     }
 }
 
+type Connecting =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<TcpStream>> + Send>>;
+
 /// One peer's session state outside the FSM.
 struct Driver {
     peer: Peer,
     fsm: Fsm,
     timers: Timers,
     conn: Option<Framed<TcpStream, Codec>>,
+    /// Our connect attempt in progress.
+    connecting: Option<Connecting>,
     /// Who opened `conn`.
     conn_dir: Direction,
     local: Option<IpAddr>,
@@ -166,6 +171,7 @@ pub async fn run(
         peer,
         timers: Timers::default(),
         conn: None,
+        connecting: None,
         conn_dir: Direction::Outgoing,
         local: None,
         sent: RouteSet::new(),
@@ -178,6 +184,7 @@ pub async fn run(
     d.input(Input::Start).await;
     loop {
         let next = d.timers.next();
+        let (conn, connecting) = (&mut d.conn, &mut d.connecting);
         tokio::select! {
             // A stop request wins over everything else that is ready at the same time.
             biased;
@@ -189,10 +196,18 @@ pub async fn run(
             _ = async { match next { Some((at, _)) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
                 if let Some((_, t)) = next {
                     *d.timers.slot(t) = None;
-                    d.input(Input::TimerExpired(t)).await;
+                    // While our connect runs, its own timeout decides (as when it blocked).
+                    if !(t == Timer::ConnectRetry && d.connecting.is_some()) {
+                        d.input(Input::TimerExpired(t)).await;
+                    }
                 }
             }
-            msg = async { match d.conn.as_mut() { Some(c) => c.next().await, None => std::future::pending().await } } => {
+            res = async { match connecting.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                d.connecting = None;
+                let input = d.connected(res);
+                d.input(input).await;
+            }
+            msg = async { match conn.as_mut() { Some(c) => c.next().await, None => std::future::pending().await } } => {
                 let input = match msg {
                     Some(Ok(m)) => { debug!(peer = %d.peer.peer_address, ?m, "received"); Input::Received(m) }
                     Some(Err(DecodeError::Malformed { notification, detail })) => {
@@ -264,6 +279,8 @@ impl Driver {
             Decision::KeepNew => self.input(Input::CollisionLost).await,
             Decision::Adopt => {}
         }
+        // Our own attempt (if one runs) is no longer needed.
+        self.connecting = None;
         self.conn = Some(conn);
         self.conn_dir = Direction::Incoming;
         self.local = Some(local);
@@ -273,31 +290,44 @@ impl Driver {
         }
     }
 
+    /// The outcome of our connect attempt, as an FSM input.
+    fn connected(&mut self, res: std::io::Result<TcpStream>) -> Input {
+        let peer = self.peer.peer_address;
+        match res {
+            Ok(stream) => {
+                let local = stream.local_addr().ok().map(|a| a.ip());
+                self.local = local;
+                if self.peer.router_id.is_none() {
+                    self.fsm.set_router_id(derived_router_id(local));
+                }
+                info!(%peer, ?local, "TCP connected");
+                self.conn = Some(Framed::new(stream, Codec::default()));
+                self.conn_dir = Direction::Outgoing;
+                Input::TcpConnected
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "connect failed");
+                Input::TcpFailed
+            }
+        }
+    }
+
     async fn output(&mut self, out: Output) -> Option<Input> {
         let peer = self.peer.peer_address;
         match out {
-            Output::Connect => match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.peer))
-                .await
-                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-            {
-                Ok(stream) => {
-                    let local = stream.local_addr().ok().map(|a| a.ip());
-                    self.local = local;
-                    if self.peer.router_id.is_none() {
-                        self.fsm.set_router_id(derived_router_id(local));
-                    }
-                    info!(%peer, ?local, "TCP connected");
-                    self.conn = Some(Framed::new(stream, Codec::default()));
-                    self.conn_dir = Direction::Outgoing;
-                    Some(Input::TcpConnected)
-                }
-                Err(e) => {
-                    debug!(%peer, error = %e, "connect failed");
-                    Some(Input::TcpFailed)
-                }
-            },
+            Output::Connect => {
+                // Runs in the select loop, so a connection from the peer is taken meanwhile.
+                let p = self.peer.clone();
+                self.connecting = Some(Box::pin(async move {
+                    tokio::time::timeout(CONNECT_TIMEOUT, connect(&p))
+                        .await
+                        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                }));
+                None
+            }
             Output::CloseTcp => {
                 self.conn = None;
+                self.connecting = None;
                 None
             }
             Output::Send(m) => self.send(m).await,
