@@ -747,6 +747,75 @@ fn bird_connecting_to_the_listener_gets_routes_and_strangers_are_closed() -> Res
     Ok(())
 }
 
+/// Both sides active: ferrolb dials BIRD's port 179 and listens on its own; BIRD (router id
+/// higher than the node's, so its connection wins a collision) dials too.
+const BOTH_ACTIVE_BIRD: &str = r#"
+router id 192.0.2.200;
+protocol device {}
+protocol bgp both4 {
+  local 192.0.2.1 as 64513; neighbor 192.0.2.2 as 64512;
+  connect delay time 1; connect retry time 1;
+  ipv4 { import all; export none; };
+}
+"#;
+
+/// Both ends dial and listen: whatever the race between the two connections (a collision is
+/// resolved by RFC 4271 §6.8 on both sides), exactly one session comes up and stays up. Which
+/// race happens is up to timing (the decisions are printed); the forced collision in both
+/// directions is the loopback test in `speaker/src/bgp/announcer.rs`.
+#[test]
+fn both_sides_active_settle_on_one_stable_session() -> Result<()> {
+    if !ferrolb_e2e::is_root() || !ferrolb_e2e::have_programs(&["bird", "birdc"]) {
+        eprintln!("SKIP: needs root and bird2");
+        return Ok(());
+    }
+    let config = "\
+peers:
+- peer-address: 192.0.2.1
+  peer-asn: 64513
+  my-asn: 64512
+address-pools:
+- name: bgp
+  protocol: bgp
+  addresses:
+  - 198.51.100.10/32
+";
+    let lab = Simple::start("both", config, &["--bgp-listen", "192.0.2.2:179"])?;
+    let bird = Bird::start(&lab.router, &lab.dir, BOTH_ACTIVE_BIRD)?;
+    let limit = Duration::from_secs(30);
+    lab.wait_for(limit, "route at BIRD", || {
+        bird.routes("both4")
+            .map(|o| o.contains("198.51.100.10/32"))
+            .unwrap_or(false)
+    })?;
+    let since = |b: &Bird| {
+        b.birdc(&["show", "protocols", "both4"])
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("both4"))
+            .map(|l| l.split_whitespace().take(5).collect::<Vec<_>>().join(" "))
+    };
+    let first = since(&bird);
+    // BIRD retries every second: a wrong collision decision would show as a flap here.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(since(&bird), first, "BIRD's session restarted");
+    assert!(bird.established("both4"));
+    let log = fs::read_to_string(lab.dir.join("node.log"))?;
+    let ups = log
+        .lines()
+        .filter(|l| l.contains("session established") && l.contains("192.0.2.1"))
+        .count();
+    let downs = log.lines().filter(|l| l.contains("session down")).count();
+    assert_eq!((ups, downs), (1, 0), "{log}");
+    let decisions: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("decision=").nth(1))
+        .filter_map(|d| d.split_whitespace().next())
+        .collect();
+    eprintln!("measured: both active: one session, collision decisions at ferrolb: {decisions:?}");
+    Ok(())
+}
+
 const ECMP_CONFIG: &str = "\
 peers:
 - peer-address: 192.0.2.1
