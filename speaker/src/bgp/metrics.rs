@@ -78,6 +78,7 @@ mod tests {
         m.updates.get_or_create(&l).inc();
         m.announced_prefixes.get_or_create(&l).set(3);
         m.pending_prefixes.get_or_create(&l).set(0);
+        m.refused_connections.inc();
         let mut out = String::new();
         encode(&mut out, &r).unwrap();
         assert!(
@@ -94,6 +95,10 @@ mod tests {
         );
         assert!(
             out.contains("metallb_bgp_pending_prefixes_total{peer=\"192.0.2.1:179\"} 0"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ferrolb_bgp_refused_connections_total 1"),
             "{out}"
         );
     }
