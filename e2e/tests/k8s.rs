@@ -1800,9 +1800,9 @@ async fn speaker_local_policy_follows_the_ready_endpoint_and_survives_refusal_an
     assert!(log.contains("new configuration refused"), "{log}");
 
     // The apiserver becomes unreachable: the speakers keep running and node-a keeps answering.
+    // (socat's per-connection children must go too, or the established watches stay up.)
     if let Some(mut f) = lab.host_forwarder.take() {
-        f.kill()?;
-        f.wait()?;
+        kill_with_children(&mut f);
     }
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(lab.arping(vip, 2)?, vec![lab.nodes[0].mac.clone(); 2]);
