@@ -327,6 +327,12 @@ fn bird_sessions_attributes_md5_withdraw_restart_and_hold_timer() -> Result<()> 
         "session back after link up",
         || lab.bird.established("ebgp4") && lab.route_has("ebgp4", "198.51.100.10/32"),
     )?;
+    // The MD5 passwords never reach the log.
+    let log = lab.log();
+    assert!(
+        !log.contains("right-secret") && !log.contains("wrong-secret"),
+        "BGP password logged:\n{log}"
+    );
     let _ = &lab.node;
     Ok(())
 }
@@ -655,6 +661,11 @@ peers:
   peer-asn: 64513
   my-asn: 64512
   password: listen-secret
+- peer-address: 192.0.2.3
+  peer-port: 1790
+  peer-asn: 64513
+  my-asn: 64512
+  password: listen-secret
 bgp-communities:
   tag: 64512:100
 address-pools:
@@ -676,11 +687,18 @@ protocol bgp active4 {
   connect delay time 1; connect retry time 2;
   ipv4 { import all; export none; };
 }
+protocol bgp wrong4 {
+  local 192.0.2.3 as 64513; neighbor 192.0.2.2 port 179 as 64512;
+  password "not-the-secret";
+  connect delay time 1; connect retry time 2;
+  ipv4 { import all; export none; };
+}
 "#;
 
 /// Passive peers: `--bgp-listen` accepts BIRD's MD5-keyed connection from the configured
-/// peer address and the routes reach BIRD over it; a connection from an address that is no
-/// peer (another namespace) is closed without a byte and logged.
+/// peer address and the routes reach BIRD over it; a configured peer with the wrong MD5 key
+/// never connects; a connection from an address that is no peer (another namespace) is closed
+/// without a byte and logged.
 #[test]
 fn bird_connecting_to_the_listener_gets_routes_and_strangers_are_closed() -> Result<()> {
     if !ferrolb_e2e::is_root() || !ferrolb_e2e::have_programs(&["bird", "birdc", "socat"]) {
@@ -688,6 +706,7 @@ fn bird_connecting_to_the_listener_gets_routes_and_strangers_are_closed() -> Res
         return Ok(());
     }
     let lab = Simple::start("listen", LISTEN_CONFIG, &["--bgp-listen", "192.0.2.2:179"])?;
+    lab.router.add_addr("r0", "192.0.2.3/24")?;
     lab.router.add_addr("r0", "192.0.2.9/24")?;
     let started = Instant::now();
     let bird = Bird::start(&lab.router, &lab.dir, LISTEN_BIRD)?;
@@ -742,8 +761,37 @@ fn bird_connecting_to_the_listener_gets_routes_and_strangers_are_closed() -> Res
         },
     )?;
     eprintln!("measured: unconfigured 192.0.2.9 closed after {closed_in:?} with 0 bytes");
-    // The real session is untouched.
+    let log = fs::read_to_string(lab.dir.join("node.log"))?;
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("accepted") && l.contains("192.0.2.3")),
+        "wrong-key peer accepted:\n{log}"
+    );
+    // The real session is untouched; the peer with the wrong MD5 key never got through: the
+    // node's kernel counts its SYNs failing the listening socket's key for 192.0.2.3.
+    let md5_failures = || {
+        lab._node
+            .exec_stdout("nstat", &["-asz", "TcpExtTCPMD5Failure"])
+            .ok()
+            .and_then(|o| {
+                o.lines()
+                    .find_map(|l| l.strip_prefix("TcpExtTCPMD5Failure"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_secs(3)); fs::write("/tmp/flb-debug-wrong4.txt", format!("{}\n{}", bird.birdc(&["show", "protocols", "all"]).unwrap_or_default(), lab._node.exec_stdout("nstat", &["-asz"]).unwrap_or_default()))?;
+    lab.wait_for(
+        Duration::from_secs(10),
+        "wrong-key SYNs dropped by the node",
+        || md5_failures() > 0,
+    )?;
     assert!(bird.established("active4"));
+    assert!(!bird.established("wrong4"));
+    assert!(bird
+        .routes("wrong4")?
+        .lines()
+        .all(|l| !l.contains("198.51.100.10")));
     Ok(())
 }
 
