@@ -6,6 +6,7 @@
 //! Network safety: every namespace is named `flb-<pid>-<tag>`, hosts are numbered from
 //! documentation ranges, and no namespace gets a route out of its own topology.
 
+pub mod bench;
 pub mod k8s;
 pub mod netns;
 pub mod routers;

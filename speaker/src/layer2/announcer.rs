@@ -6,6 +6,11 @@
 //! addresses per interface (pool `interfaces:` list, ARP vs NDP capability), stops answering lost
 //! addresses at once and starts the gratuitous sequence ([`super::schedule`]) for won ones.
 //!
+//! Test-only: with `FERROLB_TEST_NO_GRATUITOUS=1` in the environment no gratuitous ARP /
+//! unsolicited NA is sent at all (replies to requests are unchanged). It exists so the layer2
+//! benchmark (`e2e/bench/layer2.sh`) can show what a failover costs without announcements (the
+//! client keeps the dead node's MAC for tens of seconds); never set it in production.
+//!
 //! Must not: compute winners itself or parse frames.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +35,9 @@ use crate::world::{Announcer, World};
 
 /// How often interfaces are rescanned when nothing else happens (MetalLB: 10 s).
 const RESCAN: Duration = Duration::from_secs(5);
+
+/// Test-only switch (see the module doc): set to `1` to send no gratuitous frames.
+pub const NO_GRATUITOUS_ENV: &str = "FERROLB_TEST_NO_GRATUITOUS";
 
 enum Command {
     Apply(Arc<World>),
@@ -58,7 +66,12 @@ impl Layer2Announcer {
     fn start_with(stats: Stats) -> std::io::Result<Layer2Announcer> {
         let (commands, rx) = mpsc::channel();
         let stats = Arc::new(stats);
+        let gratuitous = std::env::var(NO_GRATUITOUS_ENV).as_deref() != Ok("1");
+        if !gratuitous {
+            warn!("{NO_GRATUITOUS_ENV}=1: no gratuitous ARP / unsolicited NA will be sent (test only)");
+        }
         let control = Control {
+            gratuitous,
             stats: stats.clone(),
             node: String::new(),
             wanted: BTreeMap::new(),
@@ -118,6 +131,8 @@ impl Drop for Layer2Announcer {
 }
 
 struct Control {
+    /// False only under the test-only [`NO_GRATUITOUS_ENV`].
+    gratuitous: bool,
     stats: Arc<Stats>,
     /// This node's name (from the latest world).
     node: String,
@@ -254,6 +269,9 @@ impl Control {
 
     /// Sends the gratuitous frames for `ip` on every interface that serves it.
     fn announce(&self, ip: IpAddr) {
+        if !self.gratuitous {
+            return;
+        }
         for r in self.responders.values() {
             let iface = r.iface();
             if !serves(&self.wanted, iface).contains(&ip) {
