@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help fmt fmt-check lint build unit test e2e bench demo ci deps soak
+.PHONY: help fmt fmt-check lint build unit test e2e bench demo ci deps image soak
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -37,6 +37,9 @@ soak: build ## long reliability runs (root, ~20 min): faults, partition, ARP flo
 	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-e2e --test k8s -- --nocapture controller_killed_mid_creation apiserver_outage
 	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-config --test fixtures -- --nocapture fuzz_
 	$(CARGO) test -p ferrolb-speaker --lib -- --nocapture forge
+
+image: ## OCI image without Docker: static musl binary + umoci, then run it (root; not in ci: a release build)
+	bash e2e/image/build-image.sh
 
 demo: ## the README's "run it": BIRD, two ferrolb nodes and a client in network namespaces (root)
 	CARGO="$(CARGO)" bash e2e/demo/demo.sh

@@ -7,6 +7,7 @@
 #   `kubeconfig-controller` / `kubeconfig-speaker` that authenticate as the ServiceAccounts
 #   metallb-system/controller and metallb-system/speaker (bind them with manifests/rbac.yaml).
 # Ports: $ETCD_PORT, $ETCD_PEER_PORT, $APISERVER_PORT if set, else free ports picked here.
+# $SERVICE_CIDR: the Service cluster IP range (default 198.51.100.0/24, room for 254 Services).
 # Binaries: $FERROLB_K8S_BIN if set, else e2e/k8s/build-kube-apiserver.sh (cached; builds once).
 # Prints the state directory on the last line of stdout. Stop with stop-testenv.sh STATE_DIR.
 # With $OWNER_PID set, a watchdog stops the control plane when that process is gone.
@@ -76,7 +77,7 @@ echo $! >"${STATE}/etcd.pid"
   --token-auth-file "${PKI}/tokens.csv" --authorization-mode RBAC \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "${PKI}/sa.pub" --service-account-signing-key-file "${PKI}/sa.key" \
-  --service-cluster-ip-range 198.51.100.0/24 --service-node-port-range 30000-32767 \
+  --service-cluster-ip-range "${SERVICE_CIDR:-198.51.100.0/24}" --service-node-port-range 30000-32767 \
   --endpoint-reconciler-type none \
   --runtime-config discovery.k8s.io/v1beta1=false \
   --feature-gates MixedProtocolLBService=true,ServiceLBNodePortControl=true \
