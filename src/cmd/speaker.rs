@@ -128,5 +128,54 @@ mod tests {
             Some("192.0.2.11:7946")
         );
         assert!(s.ml_join_nodes);
+        assert!(s.bgp_listen.is_empty(), "no BGP listener unless asked");
+    }
+
+    /// `--bgp-listen` takes several addresses (repeated or comma-separated), in both modes.
+    #[test]
+    fn bgp_listen_parses_in_speaker_and_standalone() {
+        let speaker = Cli::try_parse_from([
+            "ferrolb",
+            "speaker",
+            "--node-name",
+            "n",
+            "--bgp-listen",
+            "0.0.0.0:179,[::]:179",
+        ])
+        .unwrap();
+        let Command::Speaker(s) = speaker.command else {
+            panic!("not the speaker subcommand");
+        };
+        let want: Vec<std::net::SocketAddr> =
+            vec!["0.0.0.0:179".parse().unwrap(), "[::]:179".parse().unwrap()];
+        assert_eq!(s.bgp_listen, want);
+        let standalone = Cli::try_parse_from([
+            "ferrolb",
+            "standalone",
+            "--config",
+            "c",
+            "--services",
+            "s",
+            "--node",
+            "n",
+            "--bgp-listen",
+            "0.0.0.0:179",
+            "--bgp-listen",
+            "[::]:179",
+        ])
+        .unwrap();
+        let Command::Standalone(s) = standalone.command else {
+            panic!("not the standalone subcommand");
+        };
+        assert_eq!(s.bgp_listen, want);
+        assert!(Cli::try_parse_from([
+            "ferrolb",
+            "speaker",
+            "--node-name",
+            "n",
+            "--bgp-listen",
+            "179"
+        ])
+        .is_err());
     }
 }
