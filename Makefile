@@ -31,7 +31,7 @@ test: build ## every test: unit, fixtures, and end-to-end in network namespaces 
 e2e: build ## only the end-to-end tests (root)
 	$(CARGO) test -p ferrolb-e2e
 
-soak: build ## long reliability runs (root, ~20 min): faults, partition, ARP flood, fuzzing, controller SIGKILL
+soak: build ## long reliability runs (root, ~25 min): faults, partition, ARP flood, fuzzing, controller SIGKILL, apiserver outage
 	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-e2e --test faults -- --nocapture --test-threads=1
 	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-e2e --test layer2 -- --nocapture --test-threads=1 partition flood
 	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-e2e --test k8s -- --nocapture controller_killed_mid_creation apiserver_outage
