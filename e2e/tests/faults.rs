@@ -241,14 +241,18 @@ struct RawPeer {
 
 impl RawPeer {
     fn listen(router: &Netns) -> Result<RawPeer> {
+        RawPeer::spawn(router, "TCP-LISTEN:179,bind=192.0.2.1,reuseaddr")
+    }
+
+    /// The router connects from its configured address to the node's `--bgp-listen` port.
+    fn connect(router: &Netns) -> Result<RawPeer> {
+        RawPeer::spawn(router, "TCP:192.0.2.2:179,bind=192.0.2.1,connect-timeout=2")
+    }
+
+    fn spawn(router: &Netns, addr: &str) -> Result<RawPeer> {
         let mut child = router
             .command("socat")
-            .args([
-                "-b",
-                "65536",
-                "STDIO",
-                "TCP-LISTEN:179,bind=192.0.2.1,reuseaddr",
-            ])
+            .args(["-b", "65536", "STDIO", addr])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -306,6 +310,18 @@ impl RawPeer {
         }
     }
 
+    /// True when the connection is still open after `wait` (bytes that arrive are kept).
+    fn stays_open(&mut self, wait: Duration) -> bool {
+        match self.rx.recv_timeout(wait) {
+            Ok(Some(chunk)) => {
+                self.buf.extend_from_slice(&chunk);
+                true
+            }
+            Ok(None) | Err(RecvTimeoutError::Disconnected) => false,
+            Err(RecvTimeoutError::Timeout) => true,
+        }
+    }
+
     /// Reads until ferrolb's OPEN arrives (the connection was accepted).
     fn expect_open(&mut self, limit: Duration) -> Result<Vec<u8>> {
         match self.next(limit)? {
@@ -326,7 +342,8 @@ impl RawPeer {
                         other => bail!("connection not closed after NOTIFICATION: {other:?}"),
                     }
                 }
-                Some((2 | 4, _)) => continue,
+                // OPEN: on the listener ferrolb answers our OPEN with its own first.
+                Some((1 | 2 | 4, _)) => continue,
                 other => bail!("expected NOTIFICATION, got {other:?}"),
             }
         }
@@ -349,9 +366,13 @@ impl RawPeer {
         self.send(&keepalive())?;
         // ferrolb's KEEPALIVE confirms our OPEN; then its full set ends with End-of-RIB (an
         // empty UPDATE, 23 bytes).
-        match self.next(Duration::from_secs(10))? {
-            Some((4, _)) => {}
-            other => bail!("expected KEEPALIVE, got {other:?}"),
+        loop {
+            match self.next(Duration::from_secs(10))? {
+                Some((4, _)) => break,
+                // On the listener ferrolb's OPEN comes only now, answering ours.
+                Some((1, _)) => continue,
+                other => bail!("expected KEEPALIVE, got {other:?}"),
+            }
         }
         loop {
             match self.next(Duration::from_secs(10))? {
@@ -604,45 +625,29 @@ fn hostile_cases() -> Vec<Hostile> {
     ]
 }
 
-/// A hostile "router" (a bare TCP listener; the bytes are written by hand above) sends malformed
-/// messages. For each: the exact NOTIFICATION, the connection closed, ferrolb reconnects, the
-/// process stays up. Then nothing listens on TCP 179 on the node (no passive mode: a peer that is
-/// not configured cannot open a session), and a real BIRD gets the routes.
-#[test]
-fn bgp_hostile_peer_gets_notifications_and_speaker_survives() -> Result<()> {
-    if skip(&["bird", "birdc", "socat", "ss"]) {
-        return Ok(());
-    }
-    let lab = BgpLab::new("hostile", &services(0..3))?;
-    let mut peer = RawPeer::listen(&lab.router)?;
-    std::thread::sleep(Duration::from_millis(200));
-    let mut speaker = lab.start()?;
+/// Runs every hostile case `rounds` times. `next_peer` yields the next connection with
+/// ferrolb's OPEN already read. Returns (messages sent, reconnect times, wrong answers).
+fn hostile_rounds(
+    speaker: &mut Standalone,
+    rounds: usize,
+    mut next_peer: impl FnMut() -> Result<RawPeer>,
+) -> Result<(usize, Vec<Duration>, Vec<String>)> {
     let cases = hostile_cases();
-    let rounds = size(1, 10);
     let mut failures = Vec::new();
     let mut reconnects = Vec::new();
-    let mut closed_at: Option<Instant> = None;
     let mut tried = 0;
+    let mut peer = next_peer()?;
     for round in 0..rounds {
         for c in &cases {
-            peer.expect_open(Duration::from_secs(40)).with_context(|| {
-                format!("no OPEN before {}\n{}", c.name, lab.dir.read("node.log"))
-            })?;
-            if let Some(t) = closed_at.take() {
-                reconnects.push(t.elapsed());
-            }
             if c.established_first {
                 peer.establish()?;
             }
             peer.send(&c.send)?;
+            tried += 1;
             if c.code == TREAT_AS_WITHDRAW {
                 // The session must survive: a ROUTE-REFRESH is answered with our routes.
                 peer.send(&message(5, &[0, 1, 0, 1]))?;
-                let alive = peer.expect_update();
-                closed_at = Some(Instant::now());
-                peer = RawPeer::listen(&lab.router)?;
-                tried += 1;
-                match alive {
+                match peer.expect_update() {
                     Ok(()) if round == 0 => eprintln!(
                         "measured: {:<70} -> no NOTIFICATION, session kept (ROUTE-REFRESH answered)",
                         c.name
@@ -650,48 +655,69 @@ fn bgp_hostile_peer_gets_notifications_and_speaker_survives() -> Result<()> {
                     Ok(()) => {}
                     Err(e) => failures.push(format!("{}: session not kept: {e:#}", c.name)),
                 }
-                anyhow::ensure!(speaker.alive(), "ferrolb exited after {}", c.name);
-                continue;
-            }
-            let got = peer.expect_notification();
-            closed_at = Some(Instant::now());
-            // A fresh listener for ferrolb's reconnect.
-            peer = RawPeer::listen(&lab.router)?;
-            tried += 1;
-            match got {
-                Ok((code, sub, data)) => {
-                    if round == 0 {
-                        eprintln!(
-                            "measured: {:<70} -> NOTIFICATION {code}/{sub} data {data:02x?}",
-                            c.name
-                        );
+            } else {
+                match peer.expect_notification() {
+                    Ok((code, sub, data)) => {
+                        if round == 0 {
+                            eprintln!(
+                                "measured: {:<70} -> NOTIFICATION {code}/{sub} data {data:02x?}",
+                                c.name
+                            );
+                        }
+                        if (code, sub) != (c.code, c.subcode)
+                            || c.data.as_ref().is_some_and(|d| *d != data)
+                        {
+                            failures.push(format!(
+                                "{}: got {code}/{sub} {data:02x?}, want {}/{} {:02x?}",
+                                c.name, c.code, c.subcode, c.data
+                            ));
+                        }
                     }
-                    if (code, sub) != (c.code, c.subcode)
-                        || c.data.as_ref().is_some_and(|d| *d != data)
-                    {
-                        failures.push(format!(
-                            "{}: got {code}/{sub} {data:02x?}, want {}/{} {:02x?}",
-                            c.name, c.code, c.subcode, c.data
-                        ));
-                    }
+                    Err(e) => failures.push(format!("{}: {e:#}", c.name)),
                 }
-                Err(e) => failures.push(format!("{}: {e:#}", c.name)),
             }
             anyhow::ensure!(speaker.alive(), "ferrolb exited after {}", c.name);
+            let t = Instant::now();
+            drop(peer);
+            peer = next_peer().with_context(|| format!("no new session after {}", c.name))?;
+            reconnects.push(t.elapsed());
         }
     }
-    peer.expect_open(Duration::from_secs(40))
-        .context("no reconnect after the last case")?;
-    if let Some(t) = closed_at.take() {
-        reconnects.push(t.elapsed());
+    Ok((tried, reconnects, failures))
+}
+
+/// A hostile "router" (a bare TCP listener that ferrolb dials; the bytes are written by hand
+/// above) sends malformed messages. For each: the exact NOTIFICATION, the connection closed,
+/// ferrolb reconnects, the process stays up. Then, without `--bgp-listen`, nothing listens on TCP
+/// 179 on the node (a peer that is not configured cannot open a session), and a real BIRD gets
+/// the routes.
+#[test]
+fn bgp_hostile_peer_gets_notifications_and_speaker_survives() -> Result<()> {
+    if skip(&["bird", "birdc", "socat", "ss"]) {
+        return Ok(());
     }
-    drop(peer);
+    let lab = BgpLab::new("hostile", &services(0..3))?;
+    let first = RawPeer::listen(&lab.router)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let mut speaker = lab.start()?;
+    let rounds = size(1, 10);
+    let mut first = Some(first);
+    let (tried, reconnects, failures) = hostile_rounds(&mut speaker, rounds, || {
+        // A fresh listener for ferrolb's next dial (spawned right after the previous close).
+        let mut p = match first.take() {
+            Some(p) => p,
+            None => RawPeer::listen(&lab.router)?,
+        };
+        p.expect_open(Duration::from_secs(40))
+            .with_context(|| lab.dir.read("node.log"))?;
+        Ok(p)
+    })?;
     anyhow::ensure!(speaker.alive(), "ferrolb exited");
     let max = reconnects.iter().max().copied().unwrap_or_default();
     eprintln!(
         "measured: {tried} hostile messages ({} kinds x {rounds}), {} reconnects, slowest \
          reconnect {max:?}, speaker still running",
-        cases.len(),
+        hostile_cases().len(),
         reconnects.len()
     );
     anyhow::ensure!(
@@ -700,7 +726,7 @@ fn bgp_hostile_peer_gets_notifications_and_speaker_survives() -> Result<()> {
         failures.join("\n")
     );
 
-    // No passive mode: nothing listens on TCP 179 on the node, a connection is refused.
+    // Without --bgp-listen nothing listens on TCP 179 on the node, a connection is refused.
     let listening = lab.node.exec_stdout("ss", &["-Hltn", "sport = :179"])?;
     anyhow::ensure!(
         listening.trim().is_empty(),
@@ -736,6 +762,80 @@ fn bgp_hostile_peer_gets_notifications_and_speaker_survives() -> Result<()> {
     )
     .with_context(|| lab.dir.read("node.log"))?;
     eprintln!("measured: after the hostile cases BIRD holds exactly {want:?} ({took:?})");
+    anyhow::ensure!(speaker.alive(), "ferrolb exited");
+    Ok(())
+}
+
+/// The same hostile messages from a router that connects from its configured address to the
+/// node's `--bgp-listen` (passive mode). Plus: a connection from an address that is no
+/// configured peer gets no byte and is closed.
+#[test]
+fn bgp_hostile_peer_on_the_listener_gets_notifications_and_speaker_survives() -> Result<()> {
+    if skip(&["socat"]) {
+        return Ok(());
+    }
+    let lab = BgpLab::new("hostile-listen", &services(0..3))?;
+    lab.router.add_addr("r0", "192.0.2.9/24")?;
+    let mut speaker = Standalone::start(
+        &lab.node,
+        lab.dir.path(),
+        "node-0",
+        "node.log",
+        &["--bgp-listen", "192.0.2.2:179"],
+    )?;
+    let rounds = size(1, 5);
+    let (tried, reconnects, failures) = hostile_rounds(&mut speaker, rounds, || {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        // The listener waits for our OPEN before it sends its own: a connection that is still
+        // open after 200 ms was accepted.
+        loop {
+            let mut p = RawPeer::connect(&lab.router)?;
+            if p.stays_open(Duration::from_millis(200)) {
+                return Ok(p);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the listener accepts no connection\n{}",
+                lab.dir.read("node.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })?;
+    anyhow::ensure!(speaker.alive(), "ferrolb exited");
+    let max = reconnects.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "measured: listener: {tried} hostile messages ({} kinds x {rounds}), {} new sessions, \
+         slowest {max:?}, speaker still running",
+        hostile_cases().len(),
+        reconnects.len()
+    );
+    anyhow::ensure!(
+        failures.is_empty(),
+        "wrong answers on the listener:\n{}",
+        failures.join("\n")
+    );
+    // An unconfigured address: closed without a byte.
+    let t = Instant::now();
+    let out = lab
+        .router
+        .command("socat")
+        .args([
+            "-T",
+            "3",
+            "STDIO",
+            "TCP:192.0.2.2:179,bind=192.0.2.9,connect-timeout=2",
+        ])
+        .stdin(Stdio::piped())
+        .output()?;
+    anyhow::ensure!(
+        out.stdout.is_empty(),
+        "unconfigured peer got {} bytes",
+        out.stdout.len()
+    );
+    eprintln!(
+        "measured: listener: connection from unconfigured 192.0.2.9 closed after {:?} with 0 bytes",
+        t.elapsed()
+    );
     anyhow::ensure!(speaker.alive(), "ferrolb exited");
     Ok(())
 }
