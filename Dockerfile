@@ -31,6 +31,6 @@ FROM scratch
 COPY --from=build /out/ferrolb /ferrolb
 USER 65534:65534
 # controller: 7472 (metrics/health); speaker: 7473 (metrics/health), 7946 (memberlist TCP+UDP)
-EXPOSE 7472 7473 7946
+EXPOSE 7472 7473 7946 7946/udp
 ENTRYPOINT ["/ferrolb"]
 CMD ["--help"]
