@@ -235,17 +235,10 @@ impl Capture {
         let err = file.with_extension("err");
         let child = router
             .command("tcpdump")
-            .args([
-                "-i",
-                "r0",
-                "-s",
-                "0",
-                "-B",
-                "65536",
-                "--immediate-mode",
-                "-U",
-                "-n",
-            ])
+            // No --immediate-mode: it switches libpcap to fixed 256 KiB ring slots (so only a few
+            // hundred packets fit and bursts of small UPDATEs are lost); packed blocks instead,
+            // drained before the stop (see `finish`).
+            .args(["-i", "r0", "-s", "0", "-B", "262144", "-U", "-n"])
             .arg("-w")
             .arg(file)
             .arg("tcp port 179")
@@ -273,8 +266,9 @@ impl Capture {
     /// Stops tcpdump and returns the BGP messages the node sent, in order.
     fn finish(mut self, from: IpAddr) -> Result<Vec<Msg>> {
         if let Some(mut c) = self.child.take() {
-            // Let tcpdump drain the kernel's buffer before it stops (SIGINT drops what is queued).
-            std::thread::sleep(Duration::from_millis(500));
+            // Let tcpdump drain the kernel's ring (blocks are handed over after at most 1 s) before
+            // it stops: SIGINT drops what is still queued.
+            std::thread::sleep(Duration::from_millis(1500));
             signal(c.id(), "INT");
             c.wait()?;
         }
