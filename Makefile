@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help fmt fmt-check lint build unit test e2e bench demo ci deps image soak
+.PHONY: help fmt fmt-check lint build unit test e2e bench demo ci deps image soak bench-smoke bench-ci
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -44,4 +44,13 @@ image: ## OCI image without Docker: static musl binary + umoci, then run it (roo
 demo: ## the README's "run it": BIRD, two ferrolb nodes and a client in network namespaces (root)
 	CARGO="$(CARGO)" bash e2e/demo/demo.sh
 
-ci: fmt-check lint test ## what .ci/run runs after installing dependencies
+bench: ## benchmarks vs references (allocator; BGP, Layer2, memory as root): tables + target/bench/results.jsonl
+	CARGO="$(CARGO)" bash e2e/bench/run.sh
+
+bench-smoke: ## every benchmark at a small size (minutes: the network pieces build release binaries)
+	CARGO="$(CARGO)" bash e2e/bench/run.sh --smoke
+
+bench-ci: ## the allocator benchmark at smoke size, unoptimised (~10 s; keeps it working in ci)
+	$(CARGO) bench --quiet --profile dev -p ferrolb-controller --bench allocator -- --smoke >/dev/null
+
+ci: fmt-check lint test bench-ci ## what .ci/run runs after installing dependencies

@@ -337,8 +337,15 @@ fn with_status(cfg: &Config, views: &[ServiceView]) -> Vec<ServiceView> {
         .collect()
 }
 
-/// Largest n for the O(n²) reference assignment.
-const REFERENCE_MAX_N: usize = 10_000;
+/// Largest n for the O(n²) reference assignment (0 with `FERROLB_BENCH_REFERENCE=0`, which skips
+/// the reference's assignment and churn runs, e.g. to profile ferrolb alone).
+fn reference_max_n() -> usize {
+    if std::env::var("FERROLB_BENCH_REFERENCE").is_ok_and(|v| v == "0") {
+        0
+    } else {
+        10_000
+    }
+}
 
 fn bench_layout(rows: &mut Vec<Row>, layout: &Layout, n: usize, reps: usize) {
     let cfg = config(&layout.yaml);
@@ -353,7 +360,7 @@ fn bench_layout(rows: &mut Vec<Row>, layout: &Layout, n: usize, reps: usize) {
         }
         t.elapsed().as_nanos() as f64 / n as f64
     });
-    let reference = (n <= REFERENCE_MAX_N).then(|| {
+    let reference = (n <= reference_max_n()).then(|| {
         measure(reps, || {
             let mut r = Reference::new(&cfg);
             let t = Instant::now();
@@ -387,7 +394,7 @@ fn bench_layout(rows: &mut Vec<Row>, layout: &Layout, n: usize, reps: usize) {
         }
         t.elapsed().as_nanos() as f64 / k as f64
     });
-    let reference = (n <= REFERENCE_MAX_N).then(|| {
+    let reference = (n <= reference_max_n()).then(|| {
         measure(reps, || {
             let mut r = filled_ref(&cfg, &views);
             let t = Instant::now();

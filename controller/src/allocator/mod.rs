@@ -318,7 +318,7 @@ impl Allocator {
         sorted.sort_by(|x, y| x.key.cmp(&y.key));
         for v in &sorted {
             if a.serves(v) {
-                let _ = a.restore(v);
+                let _ = a.restore_quiet(v);
             }
         }
         // Built from key order in one go (later duplicates win, as with repeated inserts).
@@ -405,7 +405,10 @@ impl Allocator {
             }
         }
         self.load_pools(new);
-        let ips: Vec<IpAddr> = self.holders.keys().copied().collect();
+        // In address order, so each take trims the front of a free interval instead of
+        // splitting intervals all over the range.
+        let mut ips: Vec<IpAddr> = self.holders.keys().copied().collect();
+        ips.sort_unstable();
         for ip in &ips {
             if let Some(i) = self.pool_of(ip) {
                 self.pools[i].take(ip);
@@ -435,6 +438,15 @@ impl Allocator {
     /// holds none. Fails (recording nothing) when an address is outside every pool, the addresses
     /// span pools or repeat a family, or sharing forbids it.
     pub fn restore(&mut self, v: &ServiceView) -> Result<Option<Assigned>, AllocError> {
+        if !self.restore_quiet(v)? {
+            return Ok(None);
+        }
+        Ok(self.services.get(&v.key).map(|h| h.assigned.clone()))
+    }
+
+    /// [`Allocator::restore`] without handing back a copy of what was recorded: `Ok(true)` when
+    /// it recorded addresses, `Ok(false)` when the Service holds none.
+    fn restore_quiet(&mut self, v: &ServiceView) -> Result<bool, AllocError> {
         if !self.serves(v) {
             return Err(AllocError::NotOurs {
                 class: self.class.clone(),
@@ -447,7 +459,7 @@ impl Allocator {
             }
         }
         let Some(first) = ips.first().copied() else {
-            return Ok(None);
+            return Ok(false);
         };
         self.release(&v.key);
         let sharing_key = v
@@ -471,8 +483,8 @@ impl Allocator {
             ips,
             pool: self.pools[pool].name().to_string(),
         };
-        self.commit(info, assigned.clone());
-        Ok(Some(assigned))
+        self.commit(info, assigned);
+        Ok(true)
     }
 
     /// Gives `v` its addresses: keeps the current ones when they still satisfy the Service
@@ -495,19 +507,20 @@ impl Allocator {
         let info = Self::sharing_info(v, req.sharing_key.clone());
         let fams = families(v);
         if let Some(held) = self.services.get(&v.key) {
-            let current = held.assigned.clone();
-            if self.still_fits(&current, &req, &fams, &info) {
+            if self.still_fits(&held.assigned, &req, &fams, &info) {
+                let current = held.assigned.clone();
                 let old_key = held.info.sharing_key.clone();
+                let reindex = (old_key != info.sharing_key).then(|| info.clone());
                 if let Some(h) = self.services.get_mut(&v.key) {
-                    h.info = info.clone();
+                    h.info = info;
                 }
-                if old_key != info.sharing_key {
+                if let Some(info) = reindex {
                     self.reindex_sharing_key(old_key.as_deref(), &current, &info);
                 }
                 return Ok(current);
             }
+            self.release(&v.key);
         }
-        self.release(&v.key);
         let (picked, pool) = self.pick(&req, &fams, &info)?;
         let assigned = Assigned {
             ips: picked,
@@ -790,10 +803,10 @@ impl Allocator {
             return None;
         }
         for fam_list in fams.preferred.iter().chain([&fams.required]) {
-            let sets: Vec<&PoolBits> = fam_list
-                .iter()
-                .map(|f| &self.auto_free[fam_idx(*f)])
-                .collect();
+            let sets = [
+                &self.auto_free[fam_idx(*fam_list.first()?)],
+                &self.auto_free[fam_idx(*fam_list.last()?)],
+            ];
             let Some(c) = PoolBits::first_common(&sets) else {
                 continue;
             };
