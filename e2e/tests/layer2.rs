@@ -115,7 +115,10 @@ impl Lab {
                 speaker: None,
             });
         }
-        let dir = std::env::temp_dir().join(format!("flb-{}-l2-{}", std::process::id(), n));
+        // Unique per lab: tests with the same node count run in parallel.
+        static LABS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let k = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("flb-{}-l2-{n}-{k}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
         fs::write(dir.join("config.yaml"), CONFIG)?;
