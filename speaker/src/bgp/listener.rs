@@ -2,7 +2,8 @@
 //! configured peer of this node and hand it, with its OPEN, to that peer's session.
 //!
 //! A connection from any other address is closed at once, before a byte is sent, counted in
-//! `ferrolb_bgp_refused_connections_total` and logged with the address. Peers with a `password`
+//! `ferrolb_bgp_refused_connections_total` and logged with the address (at most one line a
+//! second; the next line counts the ones not logged). Peers with a `password`
 //! get their TCP MD5 key on the listening socket (Linux copies it to the accepted socket).
 //! Must not: run the session (that is `session.rs`) or decide collisions (`collision.rs`).
 
@@ -28,6 +29,33 @@ use super::session::Inbound;
 
 /// How long an accepted connection may take to send its OPEN.
 pub const OPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// At most one refusal line per this interval (a flood of connections must not flood the log);
+/// the next line says how many were not logged.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Rate limit for the refusal log line.
+#[derive(Debug, Default)]
+struct LogLimit {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    /// `Some(lines not logged since the last one)` when a line may be logged at `now`.
+    fn allow(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.duration_since(t) < REFUSAL_LOG_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
 
 /// Where accepted connections from one peer go.
 #[derive(Debug, Clone)]
@@ -188,6 +216,7 @@ async fn accept_loop(
     routes: Arc<Mutex<Vec<Route>>>,
     refused: Counter,
 ) {
+    let mut limit = LogLimit::default();
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -208,8 +237,15 @@ async fn accept_loop(
         match route {
             None => {
                 refused.inc();
-                warn!(%remote, %local, "BGP connection from an address that is not a configured peer of this node: closed");
                 drop(stream);
+                match limit.allow(std::time::Instant::now()) {
+                    Some(not_logged) => {
+                        warn!(%remote, %local, not_logged, "BGP connection from an address that is not a configured peer of this node: closed")
+                    }
+                    None => {
+                        debug!(%remote, %local, "BGP connection refused (log line rate-limited)")
+                    }
+                }
             }
             Some(route) => {
                 info!(%remote, %local, "BGP connection from a configured peer accepted");
@@ -270,6 +306,19 @@ mod tests {
             ttl: None,
             tx,
         }
+    }
+
+    #[test]
+    fn refusal_log_lines_are_rate_limited_and_count_the_rest() {
+        let mut l = LogLimit::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(l.allow(t0), Some(0));
+        for ms in [1, 200, 999] {
+            assert_eq!(l.allow(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(l.allow(t0 + Duration::from_millis(1000)), Some(3));
+        assert_eq!(l.allow(t0 + Duration::from_millis(1001)), None);
+        assert_eq!(l.allow(t0 + Duration::from_millis(5000)), Some(1));
     }
 
     #[test]
