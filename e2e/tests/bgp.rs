@@ -143,7 +143,8 @@ impl Lab {
             node.add_addr("n0", a)?;
         }
         node.add_addr("n0", "2001:db8::2/64")?;
-        let dir = std::env::temp_dir().join(format!("flb-{}-bgp", std::process::id()));
+        // One directory per lab (the router namespace's unique name): labs may run in parallel.
+        let dir = std::env::temp_dir().join(format!("{}-bgp", router.name()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
         fs::write(dir.join("config.yaml"), config)?;
