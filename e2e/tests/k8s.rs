@@ -801,7 +801,22 @@ async fn manifests_apply_and_the_controller_works_with_its_service_account_token
     // The controller with a real token of the manifests' ServiceAccount (TokenRequest).
     env.namespace("apps").await?;
     let kubeconfig = env.token_request_kubeconfig(ns, "controller").await?;
-    let ctl = Controller::start_as(&env, &kubeconfig, ns, &["--identity", "controller-0"])?;
+    // The Deployment's own args, except the two the harness sets (namespace, and a loopback
+    // metrics address instead of 0.0.0.0:7472).
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(manifests.join("controller.yaml"))?)?;
+    let mut args: Vec<String> = doc["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .context("controller.yaml: no args")?
+        .iter()
+        .filter_map(|a| a.as_str().map(String::from))
+        .filter(|a| !a.starts_with("--namespace=") && !a.starts_with("--metrics-addr="))
+        .collect();
+    assert_eq!(args.first().map(String::as_str), Some("controller"));
+    args.remove(0);
+    args.extend(["--identity".to_string(), "controller-0".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ctl = Controller::start_as(&env, &kubeconfig, ns, &args)?;
     ctl.wait_ready().await?;
     ctl.wait_metric("ferrolb_controller_leader_bool", 1.0)
         .await?;
