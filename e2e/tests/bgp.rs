@@ -114,6 +114,8 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Failures print the speaker's log themselves (wait_for).
+        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
