@@ -101,10 +101,18 @@ pub async fn run(
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     tokio::pin!(shutdown);
     info!(namespace = %opts.namespace, config_map = %opts.config_map, identity = %opts.identity, "controller starting");
+    // Events come in bursts (a Deployment of many Services, our own status writes echoed back by
+    // the watch): gather them for a short moment and plan once for the whole burst, so the cost of
+    // a burst of n events is one pass over the Services, not n.
+    let debounce = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(debounce);
+    let mut pending = false;
     loop {
         let mut dirty = false;
+        let mut run_now = false;
         tokio::select! {
             () = &mut shutdown => break,
+            () = &mut debounce, if pending => { pending = false; run_now = true; }
             ev = services_stream.next() => {
                 let Some(ev) = ev else { return Err(ControllerError::WatchEnded { what: "Service" }) };
                 match ev {
@@ -135,7 +143,13 @@ pub async fn run(
             state.services_synced && state.config_synced,
             Ordering::Relaxed,
         );
-        if dirty && state.leader && state.services_synced && state.config_synced {
+        if dirty && !pending {
+            pending = true;
+            debounce
+                .as_mut()
+                .reset(tokio::time::Instant::now() + RECONCILE_DEBOUNCE);
+        }
+        if run_now && state.leader && state.services_synced && state.config_synced {
             state.reconcile_all().await;
         }
     }
@@ -149,6 +163,9 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// How long events are gathered before one planning pass (see the main loop).
+const RECONCILE_DEBOUNCE: Duration = Duration::from_millis(25);
 
 struct State {
     opts: ControllerOptions,
