@@ -8,8 +8,8 @@
 //! `{"bench":"allocator","case":..,"n":..,"unit":..,"ferrolb_ns":..,"reference_ns":..,"ratio":..}`
 //! where `ratio = reference_ns / ferrolb_ns` (how many times faster ferrolb is) and `unit` says
 //! whether the nanoseconds are per operation or for the whole case. Each figure is the median of
-//! `reps` repetitions (≥ 3). The reference's O(n²) assignment is skipped above 10k Services
-//! (`reference_ns: null`).
+//! `reps` repetitions (≥ 3). `FERROLB_BENCH_SIZES=1000,10000` picks the sizes. The reference's
+//! O(n²) assignment is skipped above 10k Services (`reference_ns: null`).
 
 use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
@@ -491,7 +491,11 @@ fn bench_rebuild_and_config(rows: &mut Vec<Row>, n: usize, reps: usize) {
     // (the worst case: n breakages to find and report).
     let refuse = config(&pool_yaml("big", &["10.2.0.0/16".into()], false));
     let held = filled(&cfg, &views);
-    let held_ref = filled_ref(&cfg, &views);
+    // The reference's state from the same statuses (restore is O(n); its assignment is O(n²)).
+    let mut held_ref = Reference::new(&cfg);
+    for v in &existing {
+        held_ref.restore(v);
+    }
     let ferrolb = measure(reps, || {
         let mut a = held.clone();
         let c = keep.clone();
@@ -549,11 +553,18 @@ fn bench_rebuild_and_config(rows: &mut Vec<Row>, n: usize, reps: usize) {
 fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke")
         || std::env::var("FERROLB_BENCH_SMOKE").is_ok_and(|v| !v.is_empty() && v != "0");
-    let (sizes, reps): (&[usize], usize) = if smoke {
-        (&[1_000], 3)
+    let (mut sizes, reps): (Vec<usize>, usize) = if smoke {
+        (vec![1_000], 3)
     } else {
-        (&[1_000, 10_000, 100_000], 5)
+        (vec![1_000, 10_000, 100_000], 5)
     };
+    // `FERROLB_BENCH_SIZES=10000,100000`: only these sizes.
+    if let Ok(list) = std::env::var("FERROLB_BENCH_SIZES") {
+        sizes = list
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+    }
     eprintln!(
         "allocator benchmark ({}; median of {reps}; ratio = reference / ferrolb)",
         if smoke { "smoke" } else { "full" }
@@ -563,7 +574,7 @@ fn main() {
         "case", "n", "unit", "ferrolb", "reference", "ratio"
     );
     let mut rows = Vec::new();
-    for &n in sizes {
+    for &n in &sizes {
         for layout in &layouts(n) {
             bench_layout(&mut rows, layout, n, reps);
         }
