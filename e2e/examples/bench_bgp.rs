@@ -12,8 +12,10 @@
 //! ```
 //!
 //! Measured per sender and size, median of 3 repetitions:
-//! - install: BIRD's protocol turns Established -> BIRD has imported all N routes (BIRD's control
-//!   socket polled every 0.5 ms: `show protocols all`, its per-channel import counter);
+//! - install: BIRD's session turns Established (the sender's KEEPALIVE answering BIRD's OPEN, in
+//!   the capture; or BIRD's state seen by polling, if earlier) -> BIRD has imported all N routes
+//!   (BIRD's control socket polled every 0.5 ms: `show protocols all`, the channel's import
+//!   counter);
 //! - withdraw: the first withdrawing UPDATE on the wire (tcpdump in the router namespace) ->
 //!   BIRD has 0 routes (ferrolb: the services file emptied; gobgpd: its feeding peer disabled;
 //!   exabgp: not measured, its static routes have no bulk withdrawal);
@@ -293,6 +295,7 @@ fn signal(pid: u32, sig: &str) {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    Keepalive,
     Announce,
     Withdraw,
     EndOfRib,
@@ -332,6 +335,9 @@ fn count_prefixes(b: &[u8]) -> usize {
 
 /// Classifies one BGP message (header included).
 fn classify(m: &[u8]) -> (Kind, usize) {
+    if m.len() == 19 && m[18] == 4 {
+        return (Kind::Keepalive, 0);
+    }
     if m.len() < 19 || m[18] != 2 || m.len() < 23 {
         return (Kind::Other, 0);
     }
@@ -510,8 +516,18 @@ struct Rep {
     prefixes: f64,
 }
 
-fn summarize(msgs: &[Msg], t_est: f64, t_inst: f64, t_zero: Option<f64>, n: usize) -> Rep {
+fn summarize(msgs: &[Msg], polled_est: f64, t_inst: f64, t_zero: Option<f64>, n: usize) -> Rep {
     let ann: Vec<&Msg> = msgs.iter().filter(|m| m.kind == Kind::Announce).collect();
+    // BIRD turns Established when the sender's KEEPALIVE (answering BIRD's OPEN) arrives: its
+    // capture time is the start, unless polling saw Established earlier (BIRD's control socket
+    // may answer late while BIRD is busy reading UPDATEs).
+    let keepalive = ann.first().and_then(|a| {
+        msgs.iter()
+            .filter(|m| m.kind == Kind::Keepalive && m.ts <= a.ts)
+            .map(|m| m.ts)
+            .next_back()
+    });
+    let t_est = keepalive.map_or(polled_est, |k| k.min(polled_est));
     let bytes: usize = ann.iter().map(|m| m.len).sum();
     let first_wd = msgs
         .iter()
