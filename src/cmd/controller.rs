@@ -55,7 +55,9 @@ async fn client(args: &ControllerArgs) -> anyhow::Result<kube::Client> {
 }
 
 /// A client from `kubeconfig`, else the in-cluster or default configuration.
-pub(super) async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+pub(super) async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
