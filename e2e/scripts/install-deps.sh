@@ -2,7 +2,7 @@
 # Installs the Debian packages that ferrolb's end-to-end tests, demo and benchmarks drive.
 # Idempotent: installs only what is missing. Needs root.
 set -euo pipefail
-pkgs=(iproute2 iputils-arping iputils-ping ndisc6 bird2 gobgpd frr exabgp tcpdump tshark socat curl procps psmisc)
+pkgs=(iproute2 iputils-arping iputils-ping ndisc6 bird2 gobgpd frr exabgp tcpdump tshark socat curl procps psmisc umoci)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

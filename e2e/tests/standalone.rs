@@ -1,7 +1,8 @@
 //! `ferrolb standalone` end to end: the real binary, run inside a network namespace (only `lo`, so
 //! its announcers touch nothing), killed with SIGKILL and restarted (same assignments), a breaking
 //! config change refused (old assignments kept, loaded once the offending Service is gone), and
-//! two nodes given the same files print the same assignments.
+//! two nodes given the same files print the same assignments; the OCI image built from the debug
+//! binary runs `--version` and `config check` from its unpacked root filesystem.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -391,5 +392,69 @@ fn demo_script_passes_every_step_and_cleans_up() -> Result<()> {
     anyhow::ensure!(took < Duration::from_secs(60), "demo took {took:?}");
     let left = namespaces_named(&demo.prefix);
     anyhow::ensure!(left.is_empty(), "demo left namespaces {left:?}");
+    Ok(())
+}
+
+/// The container image, built in CI without a Docker engine or a release build:
+/// `e2e/image/build-image.sh` with the debug `ferrolb` (dynamically linked, so the image gets
+/// it plus exactly the shared libraries `ldd` lists), assembled with umoci, unpacked again and
+/// run as uid 65534 in fresh namespaces: `--version` prints this binary's version line, every
+/// `manifests/examples` file passes `config check`, a broken config exits 1.
+#[test]
+fn image_built_from_the_debug_binary_runs_in_a_chroot() -> Result<()> {
+    if !ferrolb_e2e::is_root() {
+        eprintln!(
+            "SKIP: building and running the image needs root (umoci unpack, unshare, chroot)"
+        );
+        return Ok(());
+    }
+    // e2e/scripts/install-deps.sh (run by CI) installs umoci: missing here is a failure.
+    anyhow::ensure!(
+        ferrolb_e2e::have_programs(&["umoci", "unshare", "chroot", "ldd", "python3"]),
+        "umoci, unshare, chroot, ldd or python3 missing: run e2e/scripts/install-deps.sh"
+    );
+    let bin = ferrolb_e2e::ferrolb_bin()?;
+    let host = std::process::Command::new(&bin).arg("--version").output()?;
+    let version = String::from_utf8_lossy(&host.stdout).trim().to_owned();
+    anyhow::ensure!(
+        version.starts_with("ferrolb "),
+        "host --version: {version:?}"
+    );
+    let dir = Dir::new("image")?;
+    let script = ferrolb_e2e::workspace_root().join("e2e/image/build-image.sh");
+    let started = Instant::now();
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(dir.0.join("out"))
+        .env("FERROLB_IMAGE_BIN", &bin)
+        .stdin(Stdio::null())
+        .output()
+        .context("running e2e/image/build-image.sh")?;
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}\n{stderr}");
+    anyhow::ensure!(out.status.success(), "build-image.sh exited {}", out.status);
+    let in_image = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("== ferrolb --version (in the image"))
+        .nth(1)
+        .context("no --version output from the image")?;
+    anyhow::ensure!(
+        in_image == version,
+        "the image printed {in_image:?}, the binary {version:?}"
+    );
+    anyhow::ensure!(
+        stdout.contains("config check /check/broken.conf (in the image): exit 1"),
+        "the broken config was not refused with exit 1"
+    );
+    anyhow::ensure!(
+        stdout.contains("dynamically linked, with "),
+        "the debug binary was not packed self-contained"
+    );
+    let layout = dir.0.join("out/oci/index.json");
+    anyhow::ensure!(layout.exists(), "no OCI layout at {}", layout.display());
+    eprintln!("image: built and run in {:.1} s", took.as_secs_f64());
+    anyhow::ensure!(took < Duration::from_secs(30), "image build took {took:?}");
     Ok(())
 }
