@@ -12,7 +12,7 @@
 #
 # With --controller (or FERROLB_BENCH_CONTROLLER=1) it also measures `ferrolb controller` against
 # the throw-away apiserver of e2e/k8s/start-testenv.sh at the same sizes (slow: Services are
-# created through the API).
+# created through the API; untested so far).
 #
 # Usage (root): e2e/bench/memory.sh [--smoke] [--controller]
 # Output: a table on stderr, one JSON object per measurement on stdout:
@@ -233,7 +233,7 @@ run_controller_case() { # N REP
   "${kubectl[@]}" delete namespace bench --wait=true >/dev/null 2>&1 || true
   "${kubectl[@]}" create namespace bench >/dev/null
   if [ "$n" -gt 0 ]; then
-    services_yaml "$n" | sed 's/ipFamilies: \[IPv6\]/ipFamilies: [IPv4]/' >"$dir/svc.yaml"
+    services_yaml "$n" >"$dir/svc.yaml"
     "${kubectl[@]}" apply -f "$dir/svc.yaml" >/dev/null
   fi
   t0=$(now_ms)
@@ -260,7 +260,7 @@ if [ "$controller" = 1 ]; then
     testenv=$(OWNER_PID=$$ bash e2e/k8s/start-testenv.sh | tail -1)
     kubectl --kubeconfig "$testenv/kubeconfig" apply -f manifests/ >/dev/null 2>&1 || true
     kubectl --kubeconfig "$testenv/kubeconfig" -n metallb-system create configmap config \
-      --from-literal=config="$(printf 'address-pools:\n- name: mem\n  protocol: layer2\n  addresses:\n  - 198.51.100.0/24\n  - 203.0.113.0/24\n  - 10.0.0.0/18\n')" >/dev/null
+      --from-literal=config="$(printf 'address-pools:\n- name: mem\n  protocol: layer2\n  addresses:\n  - 2001:db8:100::/108\n')" >/dev/null
     for n in "${sizes[@]}"; do
       for rep in $(seq 1 "$reps"); do run_controller_case "$n" "$rep"; done
     done
