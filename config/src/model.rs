@@ -136,8 +136,8 @@ impl fmt::Display for Community {
     }
 }
 
-/// One entry of `peers`, defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One entry of `peers`, defaults filled in. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct Peer {
     pub my_asn: u32,
     pub peer_asn: u32,
@@ -157,6 +157,24 @@ pub struct Peer {
     pub ebgp_multihop: bool,
     /// OR across selectors; empty = every node.
     pub node_selectors: Vec<NodeSelector>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("my_asn", &self.my_asn)
+            .field("peer_asn", &self.peer_asn)
+            .field("peer_address", &self.peer_address)
+            .field("peer_port", &self.peer_port)
+            .field("source_address", &self.source_address)
+            .field("hold_time", &self.hold_time)
+            .field("keepalive_time", &self.keepalive_time)
+            .field("router_id", &self.router_id)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ebgp_multihop", &self.ebgp_multihop)
+            .field("node_selectors", &self.node_selectors)
+            .finish()
+    }
 }
 
 impl Peer {
@@ -225,4 +243,21 @@ pub struct BfdProfile {
     pub echo_mode: bool,
     pub passive_mode: bool,
     pub minimum_ttl: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_of_a_peer_and_its_config_hides_the_password() {
+        let cfg = crate::parse(
+            "peers:\n- peer-address: 192.0.2.1\n  peer-asn: 64513\n  my-asn: 64512\n  \
+             password: hunter2-secret\n",
+        )
+        .expect("valid config");
+        assert_eq!(cfg.peers[0].password.as_deref(), Some("hunter2-secret"));
+        let shown = format!("{cfg:?} {:#?}", cfg.peers[0]);
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(shown.contains("192.0.2.1"), "{shown}");
+    }
 }
