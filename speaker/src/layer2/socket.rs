@@ -118,26 +118,7 @@ pub fn open_filtered() -> io::Result<RawFd> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut insns: Vec<libc::sock_filter> = FILTER
-        .iter()
-        .map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k })
-        .collect();
-    let prog = libc::sock_fprog {
-        len: insns.len() as libc::c_ushort,
-        filter: insns.as_mut_ptr(),
-    };
-    // SAFETY: `prog` points at `insns`, which outlives the call; the kernel copies the program.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            SO_ATTACH_FILTER,
-            std::ptr::addr_of!(prog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
+    if let Err(err) = attach(fd, &FILTER) {
         // SAFETY: `fd` was opened above and is not shared with anyone yet.
         unsafe { libc::close(fd) };
         return Err(err);
