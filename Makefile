@@ -34,7 +34,7 @@ e2e: build ## only the end-to-end tests (root)
 soak: build ## long reliability runs (root, ~25 min): faults, partition, ARP flood, fuzzing, controller SIGKILL, apiserver outage
 	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-e2e --test faults -- --nocapture --test-threads=1
 	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-e2e --test layer2 -- --nocapture --test-threads=1 partition flood
-	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-e2e --test k8s -- --nocapture controller_killed_mid_creation apiserver_outage
+	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-e2e --test k8s -- --nocapture controller_killed_mid_creation apiserver_outage churn_soak
 	FERROLB_SOAK=1 $(CARGO) test -p ferrolb-config --test fixtures -- --nocapture fuzz_
 	$(CARGO) test -p ferrolb-speaker --lib -- --nocapture forge
 

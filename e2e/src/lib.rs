@@ -7,6 +7,7 @@
 //! documentation ranges, and no namespace gets a route out of its own topology.
 
 pub mod bench;
+pub mod churn;
 pub mod k8s;
 pub mod netns;
 pub mod routers;

@@ -2450,3 +2450,642 @@ async fn secrets_never_reach_logs_events_or_metrics() -> anyhow::Result<()> {
     ctl.terminate()?;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Churn soak: waves of Service creates and deletes against the controller and two speakers.
+// ---------------------------------------------------------------------------------------------
+
+use ferrolb_e2e::churn::{self, Op, Pool};
+
+/// The layer2 pool of the churn soak (on the nodes' segment) and the bgp pool's two ranges.
+const CHURN_L2: (&str, &str) = ("192.0.2.32", "192.0.2.191");
+const CHURN_BGP: [(&str, &str); 2] = [
+    ("198.51.100.0", "198.51.100.255"),
+    ("203.0.113.0", "203.0.113.255"),
+];
+
+const CHURN_CONFIG: &str = "\
+peers:
+- peer-address: 192.0.2.254
+  peer-asn: 64513
+  my-asn: 64512
+address-pools:
+- name: l2
+  protocol: layer2
+  addresses:
+  - 192.0.2.32-192.0.2.191
+- name: bgp
+  protocol: bgp
+  addresses:
+  - 198.51.100.0/24
+  - 203.0.113.0/24
+";
+
+fn churn_pool_of(ip: &str) -> Option<Pool> {
+    if churn::ipv4_in(ip, CHURN_L2.0, CHURN_L2.1) {
+        Some(Pool::Layer2)
+    } else if CHURN_BGP.iter().any(|(a, b)| churn::ipv4_in(ip, a, b)) {
+        Some(Pool::Bgp)
+    } else {
+        None
+    }
+}
+
+/// `metallb_allocator_addresses_in_use_total{pool="POOL"}` from a /metrics page.
+fn pool_in_use(metrics: &str, pool: &str) -> Option<u64> {
+    let prefix = format!("metallb_allocator_addresses_in_use_total{{pool=\"{pool}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// One create or delete of the churn, with its EndpointSlice (ready on both nodes: the speakers
+/// announce only Services with a ready endpoint).
+async fn churn_op(client: &Client, op: &Op) -> anyhow::Result<()> {
+    match op {
+        Op::Create { name, pool, .. } => {
+            create_lb_json(
+                client,
+                APPS,
+                name,
+                serde_json::json!({"metallb.universe.tf/address-pool": pool.name()}),
+                serde_json::json!({"allocateLoadBalancerNodePorts": false}),
+            )
+            .await?;
+            set_endpoints(client, name, &[("node-a", true), ("node-b", true)]).await
+        }
+        Op::Delete { name } => {
+            Api::<Service>::namespaced(client.clone(), APPS)
+                .delete(name, &DeleteParams::default())
+                .await
+                .with_context(|| format!("delete Service {name}"))?;
+            match Api::<EndpointSlice>::namespaced(client.clone(), APPS)
+                .delete(&format!("{name}-slice"), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("delete EndpointSlice {name}-slice")),
+            }
+        }
+    }
+}
+
+/// What the churn soak compares: Service statuses, the controller's pool usage, BIRD's table.
+struct ChurnView {
+    ingress: BTreeMap<String, Vec<String>>,
+    in_use: BTreeMap<Pool, Option<u64>>,
+    bird_networks: std::collections::BTreeSet<String>,
+    bird_count: Option<(u64, u64)>,
+}
+
+async fn churn_view(
+    client: &Client,
+    ctl: &Controller,
+    bird: &ferrolb_e2e::routers::Bird,
+) -> anyhow::Result<ChurnView> {
+    let ingress = all_ingress(client, APPS).await?;
+    let metrics = ctl.get("/metrics").map(|(_, b)| b).unwrap_or_default();
+    let in_use = [Pool::Layer2, Pool::Bgp]
+        .into_iter()
+        .map(|p| (p, pool_in_use(&metrics, p.name())))
+        .collect();
+    Ok(ChurnView {
+        ingress,
+        in_use,
+        bird_networks: churn::bird_prefixes(&bird.birdc(&["show", "route"])?),
+        bird_count: churn::bird_route_count(&bird.birdc(&["show", "route", "count"])?),
+    })
+}
+
+/// Every disagreement between `view` and the Services that should exist (`want`), empty when
+/// they agree: each Service exactly one IP, unique, from its pool, no other Service in `apps`;
+/// pool usage equal to the Services per pool; BIRD holds exactly the bgp Services' addresses,
+/// each from both speakers.
+fn churn_disagreements(view: &ChurnView, want: &BTreeMap<String, Pool>) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut holders: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut bgp_ips = std::collections::BTreeSet::new();
+    for (name, ips) in &view.ingress {
+        let Some(pool) = want.get(name) else {
+            bad.push(format!("{name} exists but was deleted"));
+            continue;
+        };
+        if ips.len() != 1 {
+            bad.push(format!("{name} holds {ips:?}"));
+            continue;
+        }
+        let ip = ips[0].as_str();
+        if churn_pool_of(ip) != Some(*pool) {
+            bad.push(format!("{name} ({pool:?}) holds {ip}, not from its pool"));
+        }
+        if let Some(other) = holders.insert(ip, name) {
+            bad.push(format!("{ip} held by {other} and {name}"));
+        }
+        if *pool == Pool::Bgp {
+            bgp_ips.insert(ip.to_string());
+        }
+    }
+    for name in want.keys() {
+        if !view.ingress.contains_key(name) {
+            bad.push(format!("{name} missing"));
+        }
+    }
+    for pool in [Pool::Layer2, Pool::Bgp] {
+        let n = want.values().filter(|&&p| p == pool).count() as u64;
+        if view.in_use[&pool] != Some(n) {
+            bad.push(format!(
+                "pool {} in use {:?}, {n} Services",
+                pool.name(),
+                view.in_use[&pool]
+            ));
+        }
+    }
+    if view.bird_networks != bgp_ips {
+        let stale: Vec<_> = view.bird_networks.difference(&bgp_ips).take(5).collect();
+        let missing: Vec<_> = bgp_ips.difference(&view.bird_networks).take(5).collect();
+        bad.push(format!(
+            "BIRD has {} networks, {} bgp Services; stale e.g. {stale:?}, missing e.g. {missing:?}",
+            view.bird_networks.len(),
+            bgp_ips.len()
+        ));
+    }
+    let n = bgp_ips.len() as u64;
+    let want_count = if n == 0 { None } else { Some((2 * n, n)) };
+    if view.bird_count.filter(|&c| c != (0, 0)) != want_count {
+        bad.push(format!(
+            "BIRD route count (routes, networks) {:?}, want {want_count:?}",
+            view.bird_count
+        ));
+    }
+    bad
+}
+
+/// One round of ARP probes from the client, all at once: each of `live` must be answered by
+/// exactly one node (two requests, two replies from the same node MAC), none of `dead` may be
+/// answered. Returns the failures.
+fn churn_arp_round(
+    lab: &SpeakerLab,
+    live: &[String],
+    dead: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let spawn = |vip: &str, count: u32| {
+        lab.client_ns
+            .command("arping")
+            .args(["-c", &count.to_string(), "-w", &(count + 1).to_string()])
+            .args(["-I", "eth0", vip])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    let mut probes = Vec::new();
+    for vip in live {
+        probes.push((vip, true, spawn(vip, 2)?));
+    }
+    for vip in dead {
+        probes.push((vip, false, spawn(vip, 1)?));
+    }
+    let node_macs: Vec<&str> = lab.nodes.iter().map(|n| n.mac.as_str()).collect();
+    let mut bad = Vec::new();
+    for (vip, should_answer, child) in probes {
+        let macs = arping_macs(&String::from_utf8_lossy(&child.wait_with_output()?.stdout));
+        let ok = if should_answer {
+            macs.len() == 2 && macs[0] == macs[1] && node_macs.contains(&macs[0].as_str())
+        } else {
+            macs.is_empty()
+        };
+        if !ok {
+            bad.push(format!(
+                "{vip} ({}): replies {macs:?}",
+                if should_answer { "live" } else { "deleted" }
+            ));
+        }
+    }
+    Ok(bad)
+}
+
+/// The metric series (non-comment lines) on node `i`'s speaker /metrics page, counted per
+/// metric name.
+fn speaker_series(lab: &SpeakerLab, i: usize) -> BTreeMap<String, usize> {
+    let body = lab.nodes[i]
+        .ns
+        .exec_stdout("curl", &["-s", "-m", "2", "http://127.0.0.1:7473/metrics"])
+        .unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for l in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let name = l.split(['{', ' ']).next().unwrap_or(l).to_string();
+        *out.entry(name).or_default() += 1;
+    }
+    out
+}
+
+/// Up to `n` items spread evenly over `items`.
+fn sample<T: Clone>(items: &[T], n: usize) -> Vec<T> {
+    if items.len() <= n {
+        return items.to_vec();
+    }
+    (0..n).map(|i| items[i * items.len() / n].clone()).collect()
+}
+
+/// Churn soak (issue 8): a real apiserver, `ferrolb controller`, two `ferrolb speaker`s with
+/// membership in node namespaces, a layer2 pool and a bgp pool peering with a real BIRD. Waves of
+/// concurrent creates and deletes (some Services kept throughout, some deleted, some re-created
+/// under the same name; each with an EndpointSlice ready on both nodes): 400 creates in CI,
+/// 10 000 with FERROLB_SOAK=1 (`FERROLB_CHURN_TOTAL`, `FERROLB_CHURN_LIVE` and
+/// `FERROLB_CHURN_WAVE` override the total, the live Services per wave and the creates per
+/// wave). At the end the Services'
+/// statuses, the controller's pool usage and BIRD's table agree exactly with the Services that
+/// exist, a sample of live layer2 addresses is answered by exactly one node and a sample of
+/// freed ones by none; after deleting everything, nothing is held or announced and the RSS of
+/// the controller and both speakers is within max(20 %, 8 MiB) of the baseline before the churn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_soak_keeps_status_pools_arp_and_bgp_in_agreement_and_memory_returns(
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    if netns_skip() || !ferrolb_e2e::have_programs(&["bird", "birdc"]) {
+        return Ok(());
+    }
+    let soak = std::env::var_os("FERROLB_SOAK").is_some_and(|v| v == "1");
+    let mut size = if soak {
+        churn::Size {
+            total_creates: 10_000,
+            live: 300,
+            wave: 140,
+            layer2_every: 5,
+            keep: 60,
+            recreate_every: 4,
+        }
+    } else {
+        churn::Size {
+            total_creates: 400,
+            live: 120,
+            wave: 60,
+            layer2_every: 5,
+            keep: 24,
+            recreate_every: 4,
+        }
+    };
+    let env_size = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    if let Some(n) = env_size("FERROLB_CHURN_TOTAL") {
+        size.total_creates = n;
+    }
+    if let Some(n) = env_size("FERROLB_CHURN_LIVE") {
+        size.live = n;
+        size.keep = n / 5;
+    }
+    if let Some(n) = env_size("FERROLB_CHURN_WAVE") {
+        size.wave = n;
+    }
+    let plan = churn::plan(&size, 0x5eed);
+    // Pools hold 160 (l2) and 512 (bgp) addresses: the plan stays well inside them.
+    anyhow::ensure!(
+        plan.peak_per_pool.get(&Pool::Layer2).copied().unwrap_or(0) <= 120
+            && plan.peak_per_pool.get(&Pool::Bgp).copied().unwrap_or(0) <= 400,
+        "plan exceeds the pools: {:?}",
+        plan.peak_per_pool
+    );
+    // Room for the ClusterIPs of up to ~450 Services at once (the default /24 holds 254).
+    // Virtual addresses in etcd only: nothing configures or routes them.
+    std::env::set_var("SERVICE_CIDR", "10.128.0.0/12");
+    let env = TestEnv::start().await?;
+    let client = env.client();
+    let mut lab = SpeakerLab::new(&env, 2).await?;
+    let router = lab.add_host("krt", "192.0.2.254/24")?;
+    let bird = ferrolb_e2e::routers::Bird::start(&router, &lab.dir, BGP_BIRD)?;
+    apply_config(&client, SPEAKER_NS, CHURN_CONFIG).await?;
+    let mut ctl = Controller::start(&env, SPEAKER_NS, &[])?;
+    ctl.wait_ready().await?;
+    for i in 0..2 {
+        let flags = lab.ml_flags(i);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        lab.start_speaker(i, &flags)?;
+    }
+    // Settled: both sessions up, both speakers see each other.
+    let t = Instant::now();
+    while !(bird.established("from_a")
+        && bird.established("from_b")
+        && lab.nodes.iter().all(|n| {
+            std::fs::read_to_string(&n.log).is_ok_and(|l| l.contains("live=node-a,node-b"))
+        }))
+    {
+        anyhow::ensure!(
+            t.elapsed() < WAIT,
+            "speakers not settled (BGP sessions, membership)\n{}\n{}",
+            lab.logs(),
+            bird.birdc(&["show", "protocols"]).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pids: Vec<(String, u32)> = std::iter::once(("controller".to_string(), ctl.pid()))
+        .chain(lab.nodes.iter().map(|n| {
+            (
+                format!("speaker {}", n.name),
+                n.speaker.as_ref().map(Child::id).unwrap_or(0),
+            )
+        }))
+        .collect();
+    for (what, pid) in &pids {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        anyhow::ensure!(comm.trim() == "ferrolb", "{what}: pid {pid} is {comm:?}");
+    }
+    let baseline: Vec<u64> = pids
+        .iter()
+        .map(|(_, p)| churn::rss_kib(*p))
+        .collect::<anyhow::Result<_>>()?;
+    let sampler = churn::RssSampler::start(
+        pids.iter().map(|(_, p)| *p).collect(),
+        Duration::from_millis(100),
+    );
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cpu_before: Vec<f64> = pids
+        .iter()
+        .map(|(_, p)| churn::cpu_secs(*p).unwrap_or(0.0))
+        .collect();
+    let series_before: Vec<BTreeMap<String, usize>> =
+        (0..2).map(|i| speaker_series(&lab, i)).collect();
+
+    // The churn: waves one after the other, each wave's operations 16 at a time.
+    let t0 = Instant::now();
+    let mut freed_l2: std::collections::BTreeSet<String> = Default::default();
+    let mut l2_seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut wave_secs = Vec::new();
+    for (w, wave) in plan.waves.iter().enumerate() {
+        // Remember the layer2 addresses of Services about to be deleted (for the ARP check).
+        let tw = Instant::now();
+        {
+            for (name, ips) in all_ingress(&client, APPS).await? {
+                if let Some(ip) = ips
+                    .first()
+                    .filter(|ip| churn_pool_of(ip) == Some(Pool::Layer2))
+                {
+                    l2_seen.insert(name, ip.clone());
+                }
+            }
+        }
+        for op in wave {
+            if let Op::Delete { name } = op {
+                if let Some(ip) = l2_seen.remove(name) {
+                    freed_l2.insert(ip);
+                }
+            }
+        }
+        let results: Vec<anyhow::Result<()>> = futures::stream::iter(wave)
+            .map(|op| {
+                let client = client.clone();
+                async move { churn_op(&client, op).await }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for r in results {
+            r.with_context(|| format!("wave {w}"))?;
+        }
+        wave_secs.push(tw.elapsed().as_secs_f64());
+    }
+    let churn_time = t0.elapsed();
+
+    // Convergence: statuses, pool usage and BIRD agree with the plan's final Services.
+    let limit = if soak {
+        Duration::from_secs(600)
+    } else {
+        Duration::from_secs(120)
+    };
+    let t1 = Instant::now();
+    let view = loop {
+        let view = churn_view(&client, &ctl, &bird).await?;
+        let bad = churn_disagreements(&view, &plan.final_live);
+        if bad.is_empty() {
+            break view;
+        }
+        anyhow::ensure!(
+            t1.elapsed() < limit,
+            "not converged {limit:?} after the churn: {} disagreements, e.g. {:?}",
+            bad.len(),
+            &bad[..bad.len().min(10)]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let converged = t1.elapsed();
+    // ARP: live layer2 addresses answered by one node each, freed ones (not re-used) by none.
+    let live_l2: Vec<String> = view
+        .ingress
+        .values()
+        .filter_map(|ips| ips.first())
+        .filter(|ip| churn_pool_of(ip) == Some(Pool::Layer2))
+        .cloned()
+        .collect();
+    let held: std::collections::BTreeSet<&String> = view.ingress.values().flatten().collect();
+    let dead_l2: Vec<String> = freed_l2
+        .iter()
+        .filter(|ip| !held.contains(ip))
+        .cloned()
+        .collect();
+    let live_sample = sample(&live_l2, 12);
+    let dead_sample = sample(&dead_l2, 12);
+    anyhow::ensure!(!live_sample.is_empty(), "no live layer2 Service to probe");
+    let t2 = Instant::now();
+    loop {
+        let bad = churn_arp_round(&lab, &live_sample, &dead_sample)?;
+        if bad.is_empty() {
+            break;
+        }
+        anyhow::ensure!(
+            t2.elapsed() < Duration::from_secs(30),
+            "ARP disagrees with the Services: {bad:?}\n{}",
+            lab.logs()
+        );
+    }
+    let arp_time = t2.elapsed();
+    let after_churn: Vec<u64> = pids
+        .iter()
+        .map(|(_, p)| churn::rss_kib(*p))
+        .collect::<anyhow::Result<_>>()?;
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cpu_after: Vec<f64> = pids
+        .iter()
+        .map(|(_, p)| churn::cpu_secs(*p).unwrap_or(0.0))
+        .collect();
+
+    // Everything goes: nothing held, nothing announced, memory back near the baseline.
+    let t3 = Instant::now();
+    let last: Vec<Op> = plan
+        .final_live
+        .keys()
+        .map(|name| Op::Delete { name: name.clone() })
+        .collect();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(&last)
+        .map(|op| {
+            let client = client.clone();
+            async move { churn_op(&client, op).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for r in results {
+        r.context("final delete")?;
+    }
+    let nothing = BTreeMap::new();
+    loop {
+        let bad = churn_disagreements(&churn_view(&client, &ctl, &bird).await?, &nothing);
+        if bad.is_empty() {
+            break;
+        }
+        anyhow::ensure!(
+            t3.elapsed() < limit,
+            "not empty {limit:?} after deleting everything: {:?}",
+            &bad[..bad.len().min(10)]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let emptied = t3.elapsed();
+    let gone_sample = sample(&live_l2, 12);
+    let t4 = Instant::now();
+    loop {
+        let bad = churn_arp_round(&lab, &[], &gone_sample)?;
+        if bad.is_empty() {
+            break;
+        }
+        anyhow::ensure!(
+            t4.elapsed() < Duration::from_secs(30),
+            "still answered after deleting everything: {bad:?}"
+        );
+    }
+    // Memory may be handed back lazily: poll up to 20 s for every process to be within bounds.
+    let bounds: Vec<u64> = baseline.iter().map(|&b| churn::rss_bound_kib(b)).collect();
+    let t5 = Instant::now();
+    let after_delete = loop {
+        let now: Vec<u64> = pids
+            .iter()
+            .map(|(_, p)| churn::rss_kib(*p))
+            .collect::<anyhow::Result<_>>()?;
+        if now.iter().zip(&bounds).all(|(n, b)| n <= b) || t5.elapsed() > Duration::from_secs(20) {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let peaks = sampler.peaks();
+    drop(sampler);
+    let series_after: Vec<BTreeMap<String, usize>> =
+        (0..2).map(|i| speaker_series(&lab, i)).collect();
+    let hwm: Vec<u64> = pids
+        .iter()
+        .map(|(_, p)| churn::hwm_kib(*p).unwrap_or(0))
+        .collect();
+    for n in &mut lab.nodes {
+        let c = n.speaker.as_mut().context("speaker")?;
+        anyhow::ensure!(c.try_wait()?.is_none(), "{} exited", n.name);
+    }
+    anyhow::ensure!(
+        ctl.child
+            .as_mut()
+            .context("controller")?
+            .try_wait()?
+            .is_none(),
+        "controller exited"
+    );
+
+    eprintln!(
+        "measured: churn {} Services created ({} of them re-created under a deleted name) and \
+         {} deleted in {} waves in {:.1} s ({:.0} ops/s, EndpointSlices not counted); live at \
+         most {} at once (l2 {:?}, bgp {:?}), {} at the end ({} kept throughout)",
+        plan.creates,
+        plan.recreates,
+        plan.deletes,
+        plan.waves.len(),
+        churn_time.as_secs_f64(),
+        (plan.creates + plan.deletes) as f64 / churn_time.as_secs_f64(),
+        plan.peak_live,
+        plan.peak_per_pool.get(&Pool::Layer2),
+        plan.peak_per_pool.get(&Pool::Bgp),
+        plan.final_live.len(),
+        size.keep,
+    );
+    eprintln!(
+        "measured: churn converged {:.1} s after the last operation: {} statuses (one unique IP \
+         each, from its pool), pool usage l2 {:?} bgp {:?}, BIRD {:?} (routes, networks) = the \
+         bgp Services' set; ARP: {} live layer2 addresses answered by exactly one node, {} freed \
+         ones by none ({:.1} s); all {} deleted: nothing held or announced after {:.1} s",
+        converged.as_secs_f64(),
+        view.ingress.len(),
+        view.in_use[&Pool::Layer2],
+        view.in_use[&Pool::Bgp],
+        view.bird_count,
+        live_sample.len(),
+        dead_sample.len(),
+        arp_time.as_secs_f64(),
+        last.len(),
+        emptied.as_secs_f64(),
+    );
+    let (wmin, wmed, wmax) = churn::spread(&wave_secs);
+    let quarter = (wave_secs.len() / 4).max(1);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    eprintln!(
+        "measured: churn wave time min {wmin:.2} s, median {wmed:.2} s, max {wmax:.2} s; mean of \
+         the first quarter of waves {:.2} s, of the last quarter {:.2} s",
+        mean(&wave_secs[..quarter.min(wave_secs.len())]),
+        mean(&wave_secs[wave_secs.len().saturating_sub(quarter)..]),
+    );
+    eprintln!(
+        "measured: churn load (1/5/15 min) before {} after {}; CPU used during churn and \
+         convergence: {}",
+        load_before.trim(),
+        load_after.trim(),
+        pids.iter()
+            .enumerate()
+            .map(|(i, (what, _))| format!("{what} {:.1} s", cpu_after[i] - cpu_before[i]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let total = |m: &BTreeMap<String, usize>| m.values().sum::<usize>();
+    eprintln!(
+        "measured: churn speaker /metrics series before/after deleting all: node-a {}/{}, node-b \
+         {}/{}; node-a after: {:?}",
+        total(&series_before[0]),
+        total(&series_after[0]),
+        total(&series_before[1]),
+        total(&series_after[1]),
+        series_after[0]
+    );
+    let mut over = Vec::new();
+    for (i, (what, _)) in pids.iter().enumerate() {
+        eprintln!(
+            "measured: churn RSS {what}: baseline {} KiB, peak {} KiB (sampled; VmHWM {} KiB), \
+             after the churn {} KiB ({} live), after deleting all {} KiB; bound {} KiB",
+            baseline[i],
+            peaks[i],
+            hwm[i],
+            after_churn[i],
+            plan.final_live.len(),
+            after_delete[i],
+            bounds[i]
+        );
+        if after_churn[i] > bounds[i] || after_delete[i] > bounds[i] {
+            over.push(what.clone());
+        }
+    }
+    anyhow::ensure!(
+        over.is_empty(),
+        "RSS above baseline + max(20 %, 8 MiB): {over:?}"
+    );
+    ctl.terminate()?;
+    // The controller's debug log of a soak is long: keep only its size on success.
+    let log = std::fs::read_to_string(&ctl.log).unwrap_or_default();
+    eprintln!(
+        "measured: churn controller log: {} status writes, {} failed (\"could not write status\", \
+         e.g. 404 for a Service deleted meanwhile)",
+        log.matches("status written").count(),
+        log.matches("could not write status").count()
+    );
+    let len = log.len();
+    std::fs::write(
+        &ctl.log,
+        format!("(controller log: {len} bytes, not shown)\n"),
+    )?;
+    Ok(())
+}
