@@ -152,7 +152,20 @@ pub use ferrolb_config::Breakage;
 /// The addresses that `candidate` would no longer allow, among the Services ferrolb serves
 /// (the config crate's compatibility check over the held addresses).
 pub fn breakages(candidate: &Config, our_class: &str, services: &[ServiceView]) -> Vec<Breakage> {
-    let held = ferrolb_config::compat::held_addresses(services, |v| is_ours(v, our_class));
+    breakages_of(candidate, our_class, services)
+}
+
+/// [`breakages`] over any sequence of Services (the controller keeps them in a map).
+pub fn breakages_of<'a>(
+    candidate: &Config,
+    our_class: &str,
+    services: impl IntoIterator<Item = &'a ServiceView>,
+) -> Vec<Breakage> {
+    let held: Vec<(ServiceKey, IpAddr)> = services
+        .into_iter()
+        .filter(|v| is_ours(v, our_class))
+        .flat_map(|v| v.ingress_ips.iter().map(|ip| (v.key.clone(), *ip)))
+        .collect();
     ferrolb_config::breaking(candidate, &held)
 }
 

@@ -3,12 +3,13 @@
 //! Must not: decide anything. Unknown or malformed values are passed on raw (or dropped when they
 //! cannot be represented) so the allocator reports them.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ferrolb_config::{
     IpFamily, IpFamilyPolicy, ServiceKey, ServicePort, ServiceView, TrafficPolicy,
 };
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ObjectReference, Service, ServiceSpec, ServiceStatus};
 
 /// `namespace/name` of a Service object (empty strings when missing).
 pub fn service_key(svc: &Service) -> ServiceKey {
@@ -20,7 +21,84 @@ pub fn service_key(svc: &Service) -> ServiceKey {
 
 /// The view of a Service that the allocator and the reconcile decisions use.
 pub fn service_view(svc: &Service) -> ServiceView {
-    let spec = svc.spec.clone().unwrap_or_default();
+    view_of(
+        service_key(svc),
+        svc.spec.clone().unwrap_or_default(),
+        svc.metadata.annotations.clone().unwrap_or_default(),
+        svc.metadata.labels.clone().unwrap_or_default(),
+        ingress_ips(svc),
+    )
+}
+
+/// Prefix of every annotation the allocator reads (`metallb.universe.tf/address-pool`,
+/// `.../loadBalancerIPs`, `.../allow-shared-ip`).
+pub const ALLOCATOR_ANNOTATION_PREFIX: &str = "metallb.universe.tf/";
+
+/// What the controller keeps of a Service, besides its view, to write to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceMeta {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+impl ServiceMeta {
+    /// `metadata.resourceVersion` as a number when it is one (etcd revisions are).
+    pub fn revision(&self) -> Option<u64> {
+        self.resource_version.as_deref()?.parse().ok()
+    }
+
+    /// The reference an Event about Service `key` points at (what `Resource::object_ref` gives).
+    pub fn object_ref(&self, key: &ServiceKey) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Service".to_string()),
+            namespace: Some(key.namespace.clone()),
+            name: Some(key.name.clone()),
+            uid: self.uid.clone(),
+            resource_version: None,
+            field_path: None,
+        }
+    }
+}
+
+/// The controller's compact copy of a Service, taking the object apart instead of copying it:
+/// the view with only the annotations the allocator reads and no labels (the allocator reads
+/// none; `kubectl apply`'s last-applied-configuration alone is often larger than the rest), plus
+/// the uid and resourceVersion. The object itself (with its managedFields) is dropped.
+pub fn compact(svc: Service) -> (ServiceView, ServiceMeta) {
+    let Service {
+        metadata,
+        spec,
+        status,
+    } = svc;
+    let key = ServiceKey::new(
+        metadata.namespace.unwrap_or_default(),
+        metadata.name.unwrap_or_default(),
+    );
+    let mut annotations = metadata.annotations.unwrap_or_default();
+    annotations.retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
+    let ingress = ingress_of(status.as_ref());
+    let view = view_of(
+        key,
+        spec.unwrap_or_default(),
+        annotations,
+        BTreeMap::new(),
+        ingress,
+    );
+    let meta = ServiceMeta {
+        uid: metadata.uid,
+        resource_version: metadata.resource_version,
+    };
+    (view, meta)
+}
+
+fn view_of(
+    key: ServiceKey,
+    spec: ServiceSpec,
+    annotations: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    ingress_ips: Vec<IpAddr>,
+) -> ServiceView {
     let ip_families = spec
         .ip_families
         .unwrap_or_default()
@@ -45,10 +123,10 @@ pub fn service_view(svc: &Service) -> ServiceView {
     let ports = spec
         .ports
         .unwrap_or_default()
-        .iter()
+        .into_iter()
         .filter_map(|p| {
             Some(ServicePort {
-                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".to_string()),
+                protocol: p.protocol.unwrap_or_else(|| "TCP".to_string()),
                 port: u16::try_from(p.port).ok()?,
             })
         })
@@ -58,26 +136,29 @@ pub fn service_view(svc: &Service) -> ServiceView {
         _ => TrafficPolicy::Cluster,
     };
     ServiceView {
-        key: service_key(svc),
+        key,
         is_load_balancer: spec.type_.as_deref() == Some("LoadBalancer"),
         load_balancer_class: spec.load_balancer_class,
         ip_families,
         ip_family_policy,
         cluster_ips,
         load_balancer_ip: spec.load_balancer_ip.filter(|s| !s.is_empty()),
-        annotations: svc.metadata.annotations.clone().unwrap_or_default(),
-        labels: svc.metadata.labels.clone().unwrap_or_default(),
+        annotations,
+        labels,
         ports,
         external_traffic_policy,
         selector: spec.selector.unwrap_or_default(),
-        ingress_ips: ingress_ips(svc),
+        ingress_ips,
     }
 }
 
 /// `status.loadBalancer.ingress[].ip` that parse as addresses, in order.
 pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
+    ingress_of(svc.status.as_ref())
+}
+
+fn ingress_of(status: Option<&ServiceStatus>) -> Vec<IpAddr> {
+    status
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
         .map(|ing| {
@@ -165,6 +246,34 @@ mod tests {
             vec!["203.0.113.7".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(v.annotations.len(), 1);
+    }
+
+    #[test]
+    fn compact_keeps_what_the_allocator_reads_and_the_reference() {
+        let mut s = svc();
+        s.metadata.uid = Some("u-1".into());
+        s.metadata.resource_version = Some("42".into());
+        s.metadata.labels = Some(BTreeMap::from([("app".to_string(), "web".to_string())]));
+        if let Some(a) = s.metadata.annotations.as_mut() {
+            a.insert(
+                "kubectl.kubernetes.io/last-applied-configuration".into(),
+                "{...}".into(),
+            );
+        }
+        let full = service_view(&s);
+        let (view, meta) = compact(s.clone());
+        let mut expected = full.clone();
+        expected.labels.clear();
+        expected
+            .annotations
+            .retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
+        assert_eq!(view, expected);
+        assert_eq!(view.annotations.len(), 1, "allow-shared-ip kept");
+        assert_eq!(meta.revision(), Some(42));
+        assert_eq!(
+            meta.object_ref(&view.key),
+            kube::Resource::object_ref(&s, &())
+        );
     }
 
     #[test]

@@ -3,9 +3,14 @@
 //!
 //! Flow: wait until the Service list and the ConfigMap have been read (restart safety: every
 //! Service's current `status.loadBalancer.ingress` is known before anything is assigned); then, as
-//! leader, on every change: offer a changed ConfigMap to the [`ConfigGate`], plan all Services
-//! (existing addresses restored first, then new ones assigned), write status changes through the
-//! status subresource and emit Events. Only the leader writes.
+//! leader: offer a changed ConfigMap to the [`ConfigGate`]; plan every Service once (existing
+//! addresses restored first, then new ones assigned) into an allocator that is kept, and from then
+//! on plan only the Services that changed ([`crate::incremental`]); everything again only when the
+//! configuration in force changes, after a re-list or when leadership is regained. Status changes
+//! are written through the status subresource, Events emitted. Only the leader writes.
+//!
+//! Memory: each Service is kept as a compact view (the fields the allocator reads, see
+//! [`convert::compact`]) plus its uid and resourceVersion, never as the full object.
 //!
 //! Must not: make decisions itself (they live in `reconcile` and the allocator), or parse
 //! configuration text beyond handing it to `ferrolb_config`.
@@ -29,8 +34,10 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
+use crate::incremental::{Planner, Tracked};
 use crate::metrics::ControllerMetrics;
 use crate::reconcile::{self, ConfigGate, ConfigVerdict, StatusChange};
+use convert::ServiceMeta;
 
 pub use writer::FIELD_MANAGER;
 
@@ -88,7 +95,7 @@ pub async fn run(
         opts: opts.clone(),
         writer: writer::Writer::new(client, opts.identity.clone()),
         metrics,
-        services: BTreeMap::new(),
+        planner: Planner::new(opts.load_balancer_class.clone()),
         init_buffer: BTreeMap::new(),
         services_synced: false,
         config_map: None,
@@ -137,7 +144,10 @@ pub async fn run(
                 state.set_leader(is_leader);
                 dirty = is_leader;
             }
-            _ = resync.tick() => { dirty = true; }
+            _ = resync.tick() => {
+                state.planner.recheck_all();
+                dirty = true;
+            }
         }
         ready.store(
             state.services_synced && state.config_synced,
@@ -150,7 +160,13 @@ pub async fn run(
                 .reset(tokio::time::Instant::now() + RECONCILE_DEBOUNCE);
         }
         if run_now && state.leader && state.services_synced && state.config_synced {
-            state.reconcile_all().await;
+            let again = state.reconcile_all().await;
+            if again && !pending {
+                pending = true;
+                debounce
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + RECONCILE_DEBOUNCE);
+            }
         }
     }
     info!("controller stopping; releasing the lease");
@@ -171,8 +187,10 @@ struct State {
     opts: ControllerOptions,
     writer: writer::Writer,
     metrics: ControllerMetrics,
-    services: BTreeMap<ServiceKey, Service>,
-    init_buffer: BTreeMap<ServiceKey, Service>,
+    /// The Services (compact), the allocator kept between passes, what changed.
+    planner: Planner<ServiceMeta>,
+    /// Services of a (re-)list in progress.
+    init_buffer: BTreeMap<ServiceKey, Tracked<ServiceMeta>>,
     services_synced: bool,
     config_map: Option<ConfigMap>,
     config_synced: bool,
@@ -184,29 +202,41 @@ struct State {
     leader: bool,
 }
 
-/// `metadata.resourceVersion` as a number when it is one (etcd revisions are).
-fn rv(svc: &Service) -> Option<u64> {
-    svc.metadata.resource_version.as_deref()?.parse().ok()
-}
-
 impl State {
     fn set_leader(&mut self, leader: bool) {
         if leader != self.leader {
             info!(identity = %self.opts.identity, leader, "leadership changed");
         }
+        if !leader {
+            // Another replica decides; a regained leadership re-plans from the statuses.
+            self.planner.forget_allocations();
+        }
         self.leader = leader;
         self.metrics.leader.set(i64::from(leader));
     }
 
-    /// Keep `svc` unless the stored copy is newer (our own status writes are stored at once).
-    fn store(&mut self, svc: Service) {
-        let key = convert::service_key(&svc);
-        if let (Some(old), Some(new_rv)) = (self.services.get(&key).and_then(rv), rv(&svc)) {
-            if old > new_rv {
-                return;
-            }
+    /// True when the stored copy of `view`'s Service is newer than `meta` says (our own status
+    /// writes are stored at once; the watch may deliver an older version afterwards).
+    fn is_outdated(&self, view: &ServiceView, meta: &ServiceMeta) -> bool {
+        let stored = self.planner.get(&view.key).and_then(|t| t.meta.revision());
+        matches!((stored, meta.revision()), (Some(old), Some(new)) if old > new)
+    }
+
+    /// Keep `svc` (compact) unless the stored copy is newer. True when it changed.
+    fn store(&mut self, svc: Service) -> bool {
+        let (view, meta) = convert::compact(svc);
+        if self.is_outdated(&view, &meta) {
+            return false;
         }
-        self.services.insert(key, svc);
+        self.planner.upsert(view, meta)
+    }
+
+    /// Store the Service our status write returned.
+    fn store_written(&mut self, svc: Service) {
+        let (view, meta) = convert::compact(svc);
+        if !self.is_outdated(&view, &meta) {
+            self.planner.written(view, meta);
+        }
     }
 
     fn on_service_event(&mut self, ev: Event<Service>) -> bool {
@@ -217,24 +247,26 @@ impl State {
                 false
             }
             Event::InitApply(svc) => {
-                self.init_buffer.insert(convert::service_key(&svc), svc);
+                let (view, meta) = convert::compact(svc);
+                self.init_buffer
+                    .insert(view.key.clone(), Tracked { view, meta });
                 false
             }
             Event::InitDone => {
-                self.services = std::mem::take(&mut self.init_buffer);
+                self.planner
+                    .replace_all(std::mem::take(&mut self.init_buffer));
+                let known = &self.planner;
+                self.last_failure.retain(|k, _| known.get(k).is_some());
                 if !self.services_synced {
-                    info!(services = self.services.len(), "Service list read");
+                    info!(services = self.planner.len(), "Service list read");
                 }
                 self.services_synced = true;
                 true
             }
-            Event::Apply(svc) => {
-                self.store(svc);
-                true
-            }
+            Event::Apply(svc) => self.store(svc),
             Event::Delete(svc) => {
                 let key = convert::service_key(&svc);
-                self.services.remove(&key);
+                self.planner.remove(&key);
                 self.last_failure.remove(&key);
                 true
             }
@@ -268,12 +300,8 @@ impl State {
         }
     }
 
-    fn views(&self) -> Vec<ServiceView> {
-        self.services.values().map(convert::service_view).collect()
-    }
-
     /// Offer a changed ConfigMap to the gate and act on its verdict.
-    async fn update_config(&mut self, views: &[ServiceView]) {
+    async fn update_config(&mut self) {
         if self.config_dirty {
             self.config_dirty = false;
             if let Some(cm) = &self.config_map {
@@ -284,10 +312,8 @@ impl State {
         } else if !self.gate.retry_on_service_change() {
             return;
         }
-        let class = self.opts.load_balancer_class.clone();
-        let verdict = self
-            .gate
-            .evaluate(|candidate| reconcile::breakages(candidate, &class, views));
+        let planner = &self.planner;
+        let verdict = self.gate.evaluate(|candidate| planner.breakages(candidate));
         let cm = self.config_map.clone();
         match verdict {
             ConfigVerdict::Unchanged => {}
@@ -347,65 +373,103 @@ impl State {
             .set(i64::from(self.gate.is_stale()));
     }
 
-    async fn reconcile_all(&mut self) {
-        let views = self.views();
-        self.update_config(&views).await;
-        let Some(config) = self.gate.active().cloned() else {
+    /// One planning pass. True when another pass should follow soon (a Service changed while
+    /// its status was written); after a failed write the retry waits for the next event or the
+    /// periodic resync instead.
+    async fn reconcile_all(&mut self) -> bool {
+        self.update_config().await;
+        let Some(config) = self.gate.active() else {
             debug!("no configuration in force; nothing to assign");
-            return;
+            return false;
         };
-        let plan = crate::allocator::plan(&config, &self.opts.load_balancer_class, &views);
-        self.metrics.set_pools(&plan.pools);
+        if !self.planner.has_work(config) {
+            return false;
+        }
+        let outcomes = self.planner.pass(config);
+        if let Some(alloc) = self.planner.allocator() {
+            let pools = alloc
+                .usage()
+                .into_iter()
+                .map(|u| (u.pool, (u.in_use, u.addresses_total)))
+                .collect();
+            self.metrics.set_pools(&pools);
+        }
         let owns = |ip: &IpAddr| config.pool_containing(ip).is_some();
-        let mut decisions: Vec<_> = views
-            .iter()
-            .filter_map(|view| {
-                let allocation = plan.allocations.get(&view.key)?;
-                let decision = reconcile::decide(
-                    view,
-                    allocation,
-                    owns,
-                    self.last_failure.get(&view.key).map(String::as_str),
-                );
-                Some((view, allocation, decision))
-            })
-            .collect();
-        // Clear released addresses before handing them to another Service, so no address is
-        // ever in two Services' status at once (the sort is stable: key order otherwise).
-        decisions.sort_by_key(|(_, _, d)| d.status != StatusChange::Clear);
-        for (view, allocation, decision) in decisions {
-            let Some(svc) = self.services.get(&view.key).cloned() else {
+        let mut actions = Vec::new();
+        for (key, allocation) in outcomes {
+            let Some(t) = self.planner.get(&key) else {
                 continue;
             };
+            let decision = reconcile::decide(
+                &t.view,
+                &allocation,
+                owns,
+                self.last_failure.get(&key).map(String::as_str),
+            );
+            if decision.status == StatusChange::Keep && decision.event.is_none() {
+                note_failure(&mut self.last_failure, &key, allocation);
+            } else {
+                actions.push((key, allocation, decision));
+            }
+        }
+        if !actions.is_empty() {
+            debug!(
+                writes = actions.len(),
+                services = self.planner.len(),
+                "planning pass"
+            );
+        }
+        // Clear released addresses before handing them to another Service, so no address is
+        // ever in two Services' status at once (the sort is stable: key order otherwise).
+        actions.sort_by_key(|(_, _, d)| d.status != StatusChange::Clear);
+        let mut write_failed = false;
+        for (key, allocation, decision) in actions {
             if decision.status != StatusChange::Keep {
-                match self.writer.write_status(&svc, &decision.status).await {
+                match self.writer.write_status(&key, &decision.status).await {
                     Ok(Some(updated)) => {
-                        info!(service = %view.key, status = ?decision.status, "status written");
-                        self.store(updated);
+                        info!(service = %key, status = ?decision.status, "status written");
+                        self.store_written(updated);
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        warn!(service = %view.key, error = %e, "could not write status; will retry");
+                        warn!(service = %key, error = %e, "could not write status; will retry");
+                        self.planner.touch(&key);
+                        write_failed = true;
                         continue;
                     }
                 }
             }
-            match allocation {
-                reconcile::Allocation::Failed { reason } => {
-                    self.last_failure.insert(view.key.clone(), reason.clone());
-                }
-                _ => {
-                    self.last_failure.remove(&view.key);
-                }
-            }
+            note_failure(&mut self.last_failure, &key, allocation);
             if let Some(ev) = decision.event {
                 if ev.is_warning() {
-                    warn!(service = %view.key, reason = ev.reason(), note = %ev.note(), "allocation failed");
+                    warn!(service = %key, reason = ev.reason(), note = %ev.note(), "allocation failed");
                 }
+                let Some(t) = self.planner.get(&key) else {
+                    continue;
+                };
+                let reference = t.meta.object_ref(&key);
                 self.writer
-                    .service_event(&svc, ev.is_warning(), ev.reason(), ev.note())
+                    .service_event(&reference, ev.is_warning(), ev.reason(), ev.note())
                     .await;
             }
+        }
+        !write_failed && self.gate.active().is_some_and(|c| self.planner.has_work(c))
+    }
+}
+
+/// Remember the reason of a failed allocation (one `AllocationFailed` Event per distinct
+/// reason), forget it once the Service is served.
+fn note_failure(
+    last_failure: &mut BTreeMap<ServiceKey, String>,
+    key: &ServiceKey,
+    allocation: reconcile::Allocation,
+) {
+    match allocation {
+        reconcile::Allocation::Failed { reason } => {
+            last_failure.insert(key.clone(), reason);
+        }
+        _ => {
+            last_failure.remove(key);
         }
     }
 }

@@ -4,7 +4,8 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use ferrolb_config::ServiceKey;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
@@ -17,10 +18,15 @@ use crate::reconcile::StatusChange;
 pub const FIELD_MANAGER: &str = "ferrolb-controller";
 
 /// Status patches and Events for one controller process.
+///
+/// Events are created with a fresh [`Recorder`] each: kube's recorder caches every Event it
+/// published for six minutes (to count repeats as a series) and scans that cache on every publish,
+/// which for the burst of `IPAllocated` Events of 10k new Services costs ~10k cached Events and
+/// O(n²) work. The controller already emits each Event once per distinct outcome.
 #[derive(Clone)]
 pub struct Writer {
     client: Client,
-    recorder: Recorder,
+    reporter: Reporter,
 }
 
 impl std::fmt::Debug for Writer {
@@ -35,16 +41,13 @@ impl Writer {
             controller: FIELD_MANAGER.to_string(),
             instance: Some(instance),
         };
-        Writer {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-        }
+        Writer { client, reporter }
     }
 
     /// Apply a status change; returns the updated Service (None for [`StatusChange::Keep`]).
     pub async fn write_status(
         &self,
-        svc: &Service,
+        key: &ServiceKey,
         change: &StatusChange,
     ) -> Result<Option<Service>, kube::Error> {
         let ingress = match change {
@@ -52,23 +55,27 @@ impl Writer {
             StatusChange::Set(ips) => ingress_json(ips),
             StatusChange::Clear => serde_json::Value::Null,
         };
-        let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
-        let name = svc.metadata.name.as_deref().unwrap_or_default();
-        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
         let patch = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PatchParams::default()
         };
-        api.patch_status(name, &params, &Patch::Merge(&patch))
+        api.patch_status(&key.name, &params, &Patch::Merge(&patch))
             .await
             .map(Some)
     }
 
-    /// Publish an Event about a Service; failures are logged, never fatal.
-    pub async fn service_event(&self, svc: &Service, warning: bool, reason: &str, note: String) {
-        self.publish(&svc.object_ref(&()), warning, reason, note)
-            .await;
+    /// Publish an Event about the Service `reference` points at; failures are logged, never
+    /// fatal.
+    pub async fn service_event(
+        &self,
+        reference: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        self.publish(reference, warning, reason, note).await;
     }
 
     /// Publish an Event about the config ConfigMap; failures are logged, never fatal.
@@ -79,7 +86,7 @@ impl Writer {
 
     async fn publish(
         &self,
-        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        reference: &ObjectReference,
         warning: bool,
         reason: &str,
         note: String,
@@ -104,7 +111,8 @@ impl Writer {
             action: reason.to_string(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, reference).await {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&ev, reference).await {
             warn!(reason, object = ?reference.name, error = %e, "could not publish Event");
         }
     }
