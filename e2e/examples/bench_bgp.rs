@@ -27,7 +27,9 @@
 //! JSON lines: `ratio` = reference / ferrolb (how many times faster, or fewer bytes, ferrolb is),
 //! as in the other benchmarks.
 //!
-//! Usage: `bench_bgp [--smoke]` as root, with `FERROLB_BIN` pointing at the binary to measure.
+//! Usage: `bench_bgp [--smoke] [--senders ferrolb,gobgpd,exabgp] [--sizes 752,1000,10000,100000]`
+//! as root, with `FERROLB_BIN` pointing at the binary to measure. `--senders` and `--sizes` pick a
+//! subset (for quick checks; 752 or less is the IPv4 case, more is IPv6).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -924,6 +926,19 @@ fn nan_row(case: &Case, sender: &'static str) -> Row {
     row(case, sender, &[])
 }
 
+/// The comma-separated values after `flag` on the command line, if given.
+fn arg_list(flag: &str) -> Option<Vec<String>> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == flag)?;
+    Some(
+        args.get(at + 1)?
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
 fn main() -> Result<()> {
     if !ferrolb_e2e::is_root()
         || !ferrolb_e2e::have_programs(&["bird", "tcpdump", "gobgpd", "gobgp", "exabgp"])
@@ -931,7 +946,24 @@ fn main() -> Result<()> {
         bail!("needs root, bird2, tcpdump, gobgpd and exabgp (make deps)");
     }
     let smoke = ferrolb_e2e::bench::smoke();
-    let cases: Vec<Case> = if smoke {
+    let senders = arg_list("--senders");
+    let wants = |name: &str| senders.as_ref().is_none_or(|s| s.iter().any(|x| x == name));
+    let sizes: Option<Vec<usize>> = arg_list("--sizes")
+        .map(|v| v.iter().map(|s| s.parse()).collect::<Result<_, _>>())
+        .transpose()
+        .context("--sizes: numbers")?;
+    let cases: Vec<Case> = if let Some(sizes) = sizes {
+        sizes
+            .into_iter()
+            .map(|n| {
+                if n <= V4_MAX {
+                    (Family::V4, n)
+                } else {
+                    (Family::V6, n)
+                }
+            })
+            .collect()
+    } else if smoke {
         vec![(Family::V4, 100), (Family::V6, 1000)]
     } else {
         vec![
@@ -968,6 +1000,9 @@ fn main() -> Result<()> {
             ),
             ("exabgp", run_exabgp),
         ] {
+            if !wants(name) {
+                continue;
+            }
             match run(&mut lab, case) {
                 Ok(reps) => rows.push(row(case, name, &reps)),
                 Err(e) => {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_config::{BgpAdvertisement, Peer, Protocol, TrafficPolicy};
 use ipnet::IpNet;
@@ -14,14 +15,37 @@ use ipnet::IpNet;
 use super::pack::{Attrs, RouteSet};
 use crate::world::World;
 
+/// One advertisement of a pool with its attributes for the peer.
+type AdvAttrs<'a> = (&'a BgpAdvertisement, Arc<Attrs>);
+
 /// The routes this node should hold at `peer` over a session whose local address is `local`.
 /// Prefixes of the other address family than the session are left out (no next hop for them).
+/// Routes of one advertisement share one [`Attrs`]; a prefix two advertisements produce keeps
+/// the first one's attributes (Service order, then advertisement order).
 pub fn routes_for(world: &World, peer: &Peer, local: IpAddr) -> RouteSet {
-    let mut routes = RouteSet::new();
     if !peer.selects_node(&world.node.labels) {
-        return routes;
+        return RouteSet::new();
     }
     let default_adv = [BgpAdvertisement::default()];
+    // Per pool: its advertisements with their attributes for this peer (None: not a bgp pool).
+    let pools: Vec<Option<Vec<AdvAttrs>>> = world
+        .config
+        .pools
+        .iter()
+        .map(|pool| {
+            (pool.protocol == Protocol::Bgp).then(|| {
+                let advs: &[BgpAdvertisement] = if pool.bgp_advertisements.is_empty() {
+                    &default_adv
+                } else {
+                    &pool.bgp_advertisements
+                };
+                advs.iter()
+                    .map(|adv| (adv, Arc::new(attrs(peer, adv, local))))
+                    .collect()
+            })
+        })
+        .collect();
+    let mut routes: Vec<(IpNet, Arc<Attrs>)> = Vec::new();
     for svc in &world.services {
         let key = &svc.service.key;
         let ready = match svc.service.external_traffic_policy {
@@ -35,18 +59,17 @@ pub fn routes_for(world: &World, peer: &Peer, local: IpAddr) -> RouteSet {
             if ip.is_ipv4() != local.is_ipv4() {
                 continue;
             }
-            let Some(pool) = world.config.pool_containing(ip) else {
+            // The first pool containing the address (as `Config::pool_containing`).
+            let Some(advs) = world
+                .config
+                .pools
+                .iter()
+                .position(|p| p.contains(ip))
+                .and_then(|i| pools[i].as_ref())
+            else {
                 continue;
             };
-            if pool.protocol != Protocol::Bgp {
-                continue;
-            }
-            let advs: &[BgpAdvertisement] = if pool.bgp_advertisements.is_empty() {
-                &default_adv
-            } else {
-                &pool.bgp_advertisements
-            };
-            for adv in advs {
+            for (adv, attrs) in advs {
                 let len = if ip.is_ipv4() {
                     adv.aggregation_length
                 } else {
@@ -55,13 +78,14 @@ pub fn routes_for(world: &World, peer: &Peer, local: IpAddr) -> RouteSet {
                 let Ok(net) = IpNet::new(*ip, len) else {
                     continue;
                 };
-                routes
-                    .entry(net.trunc())
-                    .or_insert_with(|| attrs(peer, adv, local));
+                routes.push((net.trunc(), attrs.clone()));
             }
         }
     }
-    routes
+    // Stable sort, then the first of equal prefixes stays (the bulk build keeps the last).
+    routes.sort_by_key(|(p, _)| *p);
+    routes.dedup_by_key(|(p, _)| *p);
+    routes.into_iter().collect()
 }
 
 fn attrs(peer: &Peer, adv: &BgpAdvertisement, local: IpAddr) -> Attrs {
@@ -203,5 +227,33 @@ address-pools:
         assert_eq!(routes_for(&w, &w.config.peers[0], local).len(), 2);
         let w = world(TrafficPolicy::Cluster, Readiness::Nodes(BTreeMap::new()));
         assert!(routes_for(&w, &w.config.peers[0], local).is_empty());
+    }
+
+    #[test]
+    fn routes_of_one_advertisement_share_attributes_and_the_first_duplicate_wins() {
+        let mut w = world(TrafficPolicy::Cluster, Readiness::AllReady);
+        let mut second = w.services[0].clone();
+        second.service.key = ServiceKey::new("ns", "other");
+        second.ips = vec![
+            "198.51.100.11".parse().unwrap(),
+            "198.51.100.10".parse().unwrap(),
+        ];
+        w.services.push(second);
+        let local: IpAddr = "192.0.2.2".parse().unwrap();
+        let r = routes_for(&w, &w.config.peers[0], local);
+        let keys: Vec<String> = r.keys().map(|k| k.to_string()).collect();
+        assert_eq!(
+            keys,
+            vec!["198.51.100.0/24", "198.51.100.10/32", "198.51.100.11/32"]
+        );
+        let a = &r[&"198.51.100.10/32".parse().unwrap()];
+        let b = &r[&"198.51.100.11/32".parse().unwrap()];
+        assert!(Arc::ptr_eq(a, b));
+        // The /24 comes from the second advertisement (its own attributes: no communities).
+        let agg = &r[&"198.51.100.0/24".parse().unwrap()];
+        assert!(!Arc::ptr_eq(a, agg));
+        assert!(agg.communities.is_empty() && !a.communities.is_empty());
+        // Identical worlds give identical sets (equal attributes, not the same allocations).
+        assert_eq!(routes_for(&w, &w.config.peers[0], local), r);
     }
 }

@@ -1,14 +1,19 @@
 //! tokio driver for one BGP peer: owns the socket and the timers, feeds the FSM, sends the
 //! routes `adv.rs` picks for the latest world, packed by `pack.rs`.
 //!
+//! The full table is computed and encoded while the OPENs are exchanged ([`Prepared`]), so on
+//! Established it goes out at once; UPDATEs are written many per `write`, in large chunks.
+//!
 //! Must not: decide anything the FSM or the pure modules decide; it only moves bytes and time.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_config::Peer;
 use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -20,7 +25,7 @@ use super::collision::{self, Decision, Direction};
 use super::fsm::{Fsm, Input, Output, Params, State, Timer};
 use super::metrics::{BgpMetrics, Labels};
 use super::msg::{code, Capabilities, Message, Notification, Open};
-use super::pack::{self, RouteSet};
+use super::pack::{self, RouteSet, Updates};
 use super::{adv, md5};
 use crate::world::World;
 
@@ -38,6 +43,8 @@ pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Longest wait for a TCP handshake (the loop does nothing else meanwhile).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// UPDATE bytes handed to the socket per `write` (whole messages; a chunk ends past this).
+const WRITE_CHUNK: usize = 64 * 1024;
 
 fn params(peer: &Peer) -> Params {
     let secs = |d: Duration| u16::try_from(d.as_secs()).unwrap_or(u16::MAX);
@@ -128,6 +135,23 @@ impl Timers {
     }
 }
 
+/// The full table for one world and local address, encoded while the OPENs are exchanged: what
+/// a peer that holds nothing from us gets on Established.
+struct Prepared {
+    world: Arc<World>,
+    local: IpAddr,
+    routes: RouteSet,
+    /// Whole UPDATEs announcing `routes`, back to back, and how many.
+    bytes: Vec<u8>,
+    messages: usize,
+}
+
+impl Prepared {
+    fn matches(&self, world: &Arc<World>, local: IpAddr) -> bool {
+        Arc::ptr_eq(&self.world, world) && self.local == local
+    }
+}
+
 type Connecting =
     std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<TcpStream>> + Send>>;
 
@@ -144,6 +168,8 @@ struct Driver {
     local: Option<IpAddr>,
     /// What the peer holds from us now.
     sent: RouteSet,
+    /// The full table, ready before Established (see [`Driver::prepare`]).
+    prepared: Option<Prepared>,
     /// The peer's capabilities from its OPEN (which End-of-RIB markers it understands).
     peer_caps: Capabilities,
     world: Arc<World>,
@@ -175,6 +201,7 @@ pub async fn run(
         conn_dir: Direction::Outgoing,
         local: None,
         sent: RouteSet::new(),
+        prepared: None,
         peer_caps: Capabilities::default(),
         world: first,
         up,
@@ -223,6 +250,9 @@ pub async fn run(
             changed = world.changed() => {
                 if changed.is_err() { break; }
                 d.world = world.borrow_and_update().clone();
+                if matches!(d.fsm.state(), State::OpenSent | State::OpenConfirm) {
+                    d.prepare();
+                }
                 if let Some(i) = d.sync().await {
                     d.input(i).await;
                 }
@@ -239,6 +269,12 @@ impl Driver {
     async fn input(&mut self, input: Input) {
         let mut queue = std::collections::VecDeque::from([input]);
         while let Some(i) = queue.pop_front() {
+            // The peer's OPEN: our KEEPALIVE answering it brings the session up at the peer, so
+            // the table is made ready first.
+            if matches!(i, Input::Received(Message::Open(_))) && self.fsm.state() == State::OpenSent
+            {
+                self.prepare();
+            }
             for out in self.fsm.handle(i) {
                 if let Some(next) = self.output(out).await {
                     queue.push_back(next);
@@ -281,6 +317,9 @@ impl Driver {
         }
         // Our own attempt (if one runs) is no longer needed.
         self.connecting = None;
+        if let Err(e) = conn.get_ref().set_nodelay(true) {
+            debug!(%peer, error = %e, "TCP_NODELAY");
+        }
         self.conn = Some(conn);
         self.conn_dir = Direction::Incoming;
         self.local = Some(local);
@@ -301,6 +340,10 @@ impl Driver {
                     self.fsm.set_router_id(derived_router_id(local));
                 }
                 info!(%peer, ?local, "TCP connected");
+                // UPDATEs go out in large writes; a small tail need not wait for an ACK.
+                if let Err(e) = stream.set_nodelay(true) {
+                    debug!(%peer, error = %e, "TCP_NODELAY");
+                }
                 self.conn = Some(Framed::new(stream, Codec::default()));
                 self.conn_dir = Direction::Outgoing;
                 Input::TcpConnected
@@ -410,36 +453,129 @@ impl Driver {
         None
     }
 
+    /// Computes and encodes the full table for the current world and local address, unless
+    /// that is already done. Runs before Established, so the routes go out at once then.
+    fn prepare(&mut self) {
+        let Some(local) = self.local else {
+            return;
+        };
+        if self
+            .prepared
+            .as_ref()
+            .is_some_and(|p| p.matches(&self.world, local))
+        {
+            return;
+        }
+        self.prepared = None;
+        let start = std::time::Instant::now();
+        let routes = adv::routes_for(&self.world, &self.peer, local);
+        match Updates::new(&routes, &BTreeSet::new()) {
+            Ok(mut enc) => {
+                let mut bytes = Vec::new();
+                let messages = enc.fill(&mut bytes, usize::MAX);
+                debug!(peer = %self.peer.peer_address, routes = routes.len(), messages, bytes = bytes.len(), elapsed = ?start.elapsed(), "table prepared");
+                self.prepared = Some(Prepared {
+                    world: self.world.clone(),
+                    local,
+                    routes,
+                    bytes,
+                    messages,
+                });
+            }
+            // `sync` meets the same error and reports it.
+            Err(e) => debug!(peer = %self.peer.peer_address, error = %e, "cannot prepare routes"),
+        }
+    }
+
+    /// Writes whole encoded messages: what the codec still buffers first, then `bytes`.
+    async fn write_raw(&mut self, bytes: &[u8]) -> Option<Input> {
+        let conn = self.conn.as_mut()?;
+        let res = match conn.flush().await {
+            Ok(()) => conn.get_mut().write_all(bytes).await,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        match res {
+            Ok(()) => None,
+            Err(e) => {
+                debug!(peer = %self.peer.peer_address, error = %e, "write failed");
+                Some(Input::TcpClosed)
+            }
+        }
+    }
+
+    /// Writes every UPDATE of `enc`, a chunk of many at a time, each chunk as soon as it is
+    /// encoded; counts them into the metrics.
+    async fn write_updates(&mut self, mut enc: Updates) -> Option<Input> {
+        let mut buf = Vec::with_capacity(WRITE_CHUNK + super::codec::MAX_MESSAGE);
+        loop {
+            buf.clear();
+            let n = enc.fill(&mut buf, WRITE_CHUNK);
+            if n == 0 {
+                return None;
+            }
+            if let Some(i) = self.write_raw(&buf).await {
+                return Some(i);
+            }
+            self.metrics
+                .updates
+                .get_or_create(&self.labels)
+                .inc_by(n as u64);
+        }
+    }
+
+    /// Records that the peer now holds `routes`.
+    fn sent_all(&mut self, routes: RouteSet) {
+        self.sent = routes;
+        let n = i64::try_from(self.sent.len()).unwrap_or(i64::MAX);
+        self.metrics
+            .announced_prefixes
+            .get_or_create(&self.labels)
+            .set(n);
+        self.metrics
+            .pending_prefixes
+            .get_or_create(&self.labels)
+            .set(0);
+    }
+
     /// Sends the difference between what the peer holds and what it should hold.
     async fn sync(&mut self) -> Option<Input> {
         if self.fsm.state() != State::Established {
             return None;
         }
         let local = self.local?;
+        let start = std::time::Instant::now();
+        if self.sent.is_empty() {
+            let (world, peer) = (&self.world, self.peer.peer_address);
+            if let Some(p) = self.prepared.take_if(|p| p.matches(world, local)) {
+                if p.routes.is_empty() {
+                    return None;
+                }
+                info!(%peer, announce = p.routes.len(), withdraw = 0, updates = p.messages, "sending routes (prepared)");
+                if let Some(i) = self.write_raw(&p.bytes).await {
+                    return Some(i);
+                }
+                self.metrics
+                    .updates
+                    .get_or_create(&self.labels)
+                    .inc_by(p.messages as u64);
+                self.sent_all(p.routes);
+                debug!(%peer, elapsed = ?start.elapsed(), "routes sent");
+                return None;
+            }
+        }
         let want = adv::routes_for(&self.world, &self.peer, local);
         let (announce, withdraw) = pack::diff(&self.sent, &want);
         if announce.is_empty() && withdraw.is_empty() {
             return None;
         }
-        match pack::updates(&announce, &withdraw) {
-            Ok(msgs) => {
-                info!(peer = %self.peer.peer_address, announce = announce.len(), withdraw = withdraw.len(), updates = msgs.len(), "sending routes");
-                for m in msgs {
-                    if let Some(i) = self.send(Message::Update(m)).await {
-                        return Some(i);
-                    }
-                    self.metrics.updates.get_or_create(&self.labels).inc();
+        match Updates::new(&announce, &withdraw) {
+            Ok(enc) => {
+                info!(peer = %self.peer.peer_address, announce = announce.len(), withdraw = withdraw.len(), "sending routes");
+                if let Some(i) = self.write_updates(enc).await {
+                    return Some(i);
                 }
-                self.sent = want;
-                let n = i64::try_from(self.sent.len()).unwrap_or(i64::MAX);
-                self.metrics
-                    .announced_prefixes
-                    .get_or_create(&self.labels)
-                    .set(n);
-                self.metrics
-                    .pending_prefixes
-                    .get_or_create(&self.labels)
-                    .set(0);
+                self.sent_all(want);
+                debug!(peer = %self.peer.peer_address, elapsed = ?start.elapsed(), "routes sent");
             }
             Err(e) => warn!(peer = %self.peer.peer_address, error = %e, "cannot encode routes"),
         }
@@ -450,12 +586,8 @@ impl Driver {
     async fn shutdown(&mut self, reason: StopReason) {
         if self.fsm.state() == State::Established && !self.sent.is_empty() {
             let withdraw = self.sent.keys().copied().collect();
-            if let Ok(msgs) = pack::updates(&RouteSet::new(), &withdraw) {
-                for m in msgs {
-                    if self.send(Message::Update(m)).await.is_some() {
-                        break;
-                    }
-                }
+            if let Ok(enc) = Updates::new(&RouteSet::new(), &withdraw) {
+                let _ = self.write_updates(enc).await;
             }
         }
         let cease_subcode = match reason {
