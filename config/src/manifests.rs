@@ -11,27 +11,50 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::addr::IpFamily;
 use crate::errors::{ConfigError, ConfigErrors};
-use crate::forms::documents;
 use crate::service::{IpFamilyPolicy, ServiceKey, ServicePort, ServiceView, TrafficPolicy};
 use crate::yamlx::{describe, scalar_text, untag};
 
 /// Every Service in `text`, in input order.
+///
+/// Streams: each YAML document's value tree is turned into [`ServiceView`]s and dropped before
+/// the next document is parsed (10k one-Service documents would otherwise hold ~40 MB of trees
+/// at once). Only the first document waits for the second, to know whether error paths need
+/// `document[d]`. A `kind: List` is one document, so its tree is still whole.
 pub fn parse_services(text: &str) -> Result<Vec<ServiceView>, ConfigErrors> {
-    let docs = documents(text, "<services>")?;
-    let many = docs.len() > 1;
     let mut out = Vec::new();
     let mut errors = Vec::new();
-    for (d, doc) in docs.iter().enumerate() {
-        let base = if many {
-            format!("document[{d}]")
-        } else {
-            String::new()
+    let mut first: Option<Value> = None;
+    let mut count = 0usize;
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let v = match Value::deserialize(doc) {
+            Ok(Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => {
+                return Err(ConfigErrors::one(ConfigError::syntax("<services>", &e)));
+            }
         };
-        collect(doc, &base, &mut out, &mut errors);
+        count += 1;
+        if count == 1 {
+            first = Some(v);
+            continue;
+        }
+        if let Some(f) = first.take() {
+            collect(&f, "document[0]", &mut out, &mut errors);
+        }
+        collect(
+            &v,
+            &format!("document[{}]", count - 1),
+            &mut out,
+            &mut errors,
+        );
+    }
+    if let Some(f) = first {
+        collect(&f, "", &mut out, &mut errors);
     }
     if errors.is_empty() {
         Ok(out)
@@ -311,5 +334,33 @@ items:
         let e = parse_services("a: [").unwrap_err();
         assert!(e.0[0].line.is_some());
         assert!(parse_services("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn streamed_documents_keep_their_paths_order_and_syntax_errors() {
+        // Errors in the first and a later document; empty documents are not counted.
+        let e = parse_services(
+            "kind: Service\nmetadata: {}\n---\n---\nkind: Service\nmetadata: {name: ok}\n---\nkind: Service\nmetadata: {}\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = e.0.iter().map(|x| x.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec!["document[0].metadata.name", "document[2].metadata.name"]
+        );
+        // One document: no prefix; an empty document before it changes nothing.
+        let e = parse_services("---\n---\nkind: Service\nmetadata: {}\n").unwrap_err();
+        assert_eq!(e.0[0].path, "metadata.name");
+        // Input order across documents and lists.
+        let v = parse_services(
+            "kind: Service\nmetadata: {name: a}\n---\nkind: List\nitems:\n- {kind: Service, metadata: {name: b}}\n- {kind: Service, metadata: {name: c}}\n---\nkind: Service\nmetadata: {name: d}\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = v.iter().map(|s| s.key.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "b", "c", "d"]);
+        // A syntax error in a later document wins over conversion errors before it.
+        let e = parse_services("kind: Service\nmetadata: {}\n---\na: [\n").unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert!(e.0[0].reason.contains("syntax"), "{e}");
     }
 }

@@ -7,7 +7,8 @@
 pub mod engine;
 pub mod state;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::hash::Hasher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,20 +34,96 @@ pub struct Options {
     pub membership: Option<MemberlistConfig>,
 }
 
-/// A watched file: its last content.
+/// What a watched file held when last read: a fingerprint of the content, not the content (a
+/// 10k-Service file is ~2 MB; polling it then costs a streamed hash and no allocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fingerprint {
+    /// Length and two independently seeded 64-bit SipHashes of the bytes.
+    Content { len: u64, hash: [u64; 2] },
+    /// The read failed with this message.
+    Error(String),
+}
+
+/// Hashes a byte stream fed in any chunking (`Hasher::write` is a stream).
+#[derive(Debug)]
+struct ContentHasher {
+    len: u64,
+    h: [std::hash::DefaultHasher; 2],
+}
+
+impl ContentHasher {
+    fn new() -> Self {
+        let mut h = [
+            std::hash::DefaultHasher::new(),
+            std::hash::DefaultHasher::new(),
+        ];
+        h[1].write_u8(1);
+        ContentHasher { len: 0, h }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        for h in &mut self.h {
+            h.write(bytes);
+        }
+    }
+
+    fn finish(&self) -> Fingerprint {
+        Fingerprint::Content {
+            len: self.len,
+            hash: [self.h[0].finish(), self.h[1].finish()],
+        }
+    }
+}
+
+fn read_error(path: &Path, e: &std::io::Error) -> String {
+    format!("{}: {e}", path.display())
+}
+
+/// The fingerprint of `path`'s content, read in 64 KiB pieces.
+fn fingerprint_file(path: &Path) -> Fingerprint {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Fingerprint::Error(read_error(path, &e)),
+    };
+    let mut hasher = ContentHasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) => return hasher.finish(),
+            Ok(n) => hasher.write(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Fingerprint::Error(read_error(path, &e)),
+        }
+    }
+}
+
+/// A watched file: the fingerprint of its last content.
 #[derive(Debug, Default)]
 struct Watched {
-    last: Option<Result<String, String>>,
+    last: Option<Fingerprint>,
 }
 
 impl Watched {
     /// The new content (or read error) when it differs from the last one seen.
     fn changed(&mut self, path: &Path) -> Option<Result<String, String>> {
-        let now = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
-        if self.last.as_ref() == Some(&now) {
+        if self.last.as_ref() == Some(&fingerprint_file(path)) {
             return None;
         }
-        self.last = Some(now.clone());
+        let now = std::fs::read_to_string(path).map_err(|e| read_error(path, &e));
+        let seen = match &now {
+            Ok(text) => {
+                let mut h = ContentHasher::new();
+                h.write(text.as_bytes());
+                h.finish()
+            }
+            Err(e) => Fingerprint::Error(e.clone()),
+        };
+        // Compared again: the file may have changed back between the two reads.
+        if self.last.as_ref() == Some(&seen) {
+            return None;
+        }
+        self.last = Some(seen);
         Some(now)
     }
 }
@@ -67,11 +144,10 @@ fn world(
     live: &BTreeSet<String>,
 ) -> Option<World> {
     let config = engine.config()?.clone();
-    let assignments = engine.assignments();
     let services = services
         .iter()
         .filter_map(|s| {
-            assignments.get(&s.key).map(|a| AssignedService {
+            engine.assignment(&s.key).map(|a| AssignedService {
                 service: ServiceView {
                     ingress_ips: a.ips.clone(),
                     ..s.clone()
@@ -97,8 +173,7 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
         services = persisted.len(),
         "restoring persisted assignments"
     );
-    let mut persisted: BTreeMap<_, _> = persisted;
-    let mut engine = Engine::new(opts.class.clone());
+    let mut engine = Engine::new(opts.class.clone(), persisted);
     let mut config_file = Watched::default();
     let mut services_file = Watched::default();
     let mut services: Vec<ServiceView> = Vec::new();
@@ -159,14 +234,12 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
         if !dirty || !services_known {
             continue;
         }
-        let step = engine.reconcile(&services, &persisted);
+        let step = engine.reconcile(&mut services);
         // Persist before printing: a printed assignment survives a crash.
         if step.changed {
-            let assignments = engine.assignments();
-            if let Err(e) = state::save(&opts.state, &assignments) {
+            if let Err(e) = state::save(&opts.state, engine.assigned()) {
                 warn!(error = format!("{e:#}"), "cannot persist assignments");
             }
-            persisted = assignments.into_iter().map(|(k, a)| (k, a.ips)).collect();
         }
         print(&step.lines);
         if let Some(w) = world(&engine, &services, &opts.node, &live_nodes) {
@@ -186,4 +259,63 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
         a.shutdown().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_fingerprint_does_not_depend_on_read_sizes() {
+        let dir = tempfile_dir();
+        let path = dir.join("f");
+        // Longer than one read buffer, odd length.
+        let text: String = (0..30_001).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let mut h = ContentHasher::new();
+        for chunk in text.as_bytes().chunks(7) {
+            h.write(chunk);
+        }
+        assert_eq!(fingerprint_file(&path), h.finish());
+        let mut other = ContentHasher::new();
+        other.write(b"x");
+        assert_ne!(other.finish(), h.finish());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn watched_reports_each_change_once() {
+        let dir = tempfile_dir();
+        let path = dir.join("services.yaml");
+        let mut w = Watched::default();
+        let first = w.changed(&path).unwrap();
+        assert!(first.unwrap_err().contains("services.yaml"));
+        assert!(
+            w.changed(&path).is_none(),
+            "the same error is not reported twice"
+        );
+        std::fs::write(&path, "a").unwrap();
+        assert_eq!(w.changed(&path), Some(Ok("a".to_string())));
+        assert!(w.changed(&path).is_none());
+        std::fs::write(&path, "b").unwrap();
+        assert_eq!(w.changed(&path), Some(Ok("b".to_string())));
+        std::fs::write(&path, "b").unwrap();
+        assert!(
+            w.changed(&path).is_none(),
+            "rewritten with the same content"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "ferrolb-standalone-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
 }

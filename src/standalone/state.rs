@@ -12,7 +12,9 @@ use std::path::Path;
 use anyhow::Context;
 use ferrolb_config::ServiceKey;
 use ferrolb_controller::allocator::Assigned;
-use serde_json::{json, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
+use std::io::Write;
 
 /// Reads the state file; a missing file is an empty state.
 pub fn load(path: &Path) -> anyhow::Result<BTreeMap<ServiceKey, Vec<IpAddr>>> {
@@ -51,30 +53,87 @@ pub fn parse(text: &str) -> anyhow::Result<BTreeMap<ServiceKey, Vec<IpAddr>>> {
     Ok(out)
 }
 
+/// The entries of the state file, serialised as they are read from the iterator.
+struct Entries<'a, I>(std::cell::Cell<Option<I>>, std::marker::PhantomData<&'a ()>);
+
+impl<'a, I: Iterator<Item = (&'a ServiceKey, &'a Assigned)>> Serialize for Entries<'a, I> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // The file lists keys as sorted strings ("a-b/x" before "a/x"): sort only the names.
+        let mut entries: Vec<(String, &Assigned)> = self
+            .0
+            .take()
+            .into_iter()
+            .flatten()
+            .map(|(k, a)| (k.to_string(), a))
+            .collect();
+        entries.sort_by(|x, y| x.0.cmp(&y.0));
+        let mut m = s.serialize_map(Some(entries.len()))?;
+        for (k, a) in &entries {
+            m.serialize_entry(k, &Entry(a))?;
+        }
+        m.end()
+    }
+}
+
+/// One assignment: `{"ips": [...], "pool": "..."}`.
+struct Entry<'a>(&'a Assigned);
+
+impl Serialize for Entry<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("ips", &self.0.ips)?;
+        m.serialize_entry("pool", &self.0.pool)?;
+        m.end()
+    }
+}
+
+/// Writes the state file's text for `assignments` to `w`, without building a JSON tree (10k
+/// Services would need ~5 MB for one).
+fn write<'a, W: Write>(
+    w: W,
+    assignments: impl Iterator<Item = (&'a ServiceKey, &'a Assigned)>,
+) -> anyhow::Result<()> {
+    let mut ser =
+        serde_json::Serializer::with_formatter(w, serde_json::ser::PrettyFormatter::new());
+    let mut top = ser.serialize_map(Some(2))?;
+    top.serialize_entry(
+        "assignments",
+        &Entries(
+            std::cell::Cell::new(Some(assignments)),
+            std::marker::PhantomData,
+        ),
+    )?;
+    top.serialize_entry("version", &1)?;
+    SerializeMap::end(top)?;
+    let mut w = ser.into_inner();
+    w.write_all(b"\n")?;
+    w.flush()?;
+    Ok(())
+}
+
 /// The state file's text for `assignments`.
-pub fn render(assignments: &BTreeMap<ServiceKey, Assigned>) -> String {
-    let map: serde_json::Map<String, Value> = assignments
-        .iter()
-        .map(|(k, a)| {
-            let ips: Vec<String> = a.ips.iter().map(ToString::to_string).collect();
-            (k.to_string(), json!({"ips": ips, "pool": a.pool}))
-        })
-        .collect();
-    let mut text = serde_json::to_string_pretty(&json!({"version": 1, "assignments": map}))
-        .unwrap_or_default();
-    text.push('\n');
-    text
+#[cfg(test)]
+pub fn render<'a>(assignments: impl Iterator<Item = (&'a ServiceKey, &'a Assigned)>) -> String {
+    let mut out = Vec::new();
+    match write(&mut out, assignments) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 /// Writes `assignments` to `path` atomically.
-pub fn save(path: &Path, assignments: &BTreeMap<ServiceKey, Assigned>) -> anyhow::Result<()> {
+pub fn save<'a>(
+    path: &Path,
+    assignments: impl Iterator<Item = (&'a ServiceKey, &'a Assigned)>,
+) -> anyhow::Result<()> {
     let file_name = path
         .file_name()
         .with_context(|| format!("--state {} has no file name", path.display()))?
         .to_string_lossy()
         .to_string();
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, render(assignments))
+    let file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    write(std::io::BufWriter::new(file), assignments)
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
@@ -94,12 +153,57 @@ mod tests {
                 pool: "p".into(),
             },
         )]);
-        let back = parse(&render(&a)).unwrap();
+        let back = parse(&render(a.iter())).unwrap();
         assert_eq!(
             back[&ServiceKey::new("ns", "web")],
             a[&ServiceKey::new("ns", "web")].ips
         );
         assert!(parse("{\"assignments\": {\"nokey\": {\"ips\": []}}}").is_err());
         assert!(parse("{}").is_err());
+    }
+
+    #[test]
+    fn streamed_text_is_the_sorted_pretty_json_of_before() {
+        let asg = |ip: &str, pool: &str| Assigned {
+            ips: vec![ip.parse().unwrap()],
+            pool: pool.into(),
+        };
+        // Key order differs from the order of the "ns/name" strings; a name to escape.
+        let a = BTreeMap::from([
+            (ServiceKey::new("a", "x"), asg("192.0.2.1", "p")),
+            (ServiceKey::new("a-b", "y"), asg("2001:db8::2", "p\"q")),
+            (
+                ServiceKey::new("z", "none"),
+                Assigned {
+                    ips: vec![],
+                    pool: "p".into(),
+                },
+            ),
+        ]);
+        let map: serde_json::Map<String, Value> = a
+            .iter()
+            .map(|(k, a)| {
+                let ips: Vec<String> = a.ips.iter().map(ToString::to_string).collect();
+                (
+                    k.to_string(),
+                    serde_json::json!({"ips": ips, "pool": a.pool}),
+                )
+            })
+            .collect();
+        let want =
+            serde_json::to_string_pretty(&serde_json::json!({"version": 1, "assignments": map}))
+                .unwrap()
+                + "\n";
+        assert_eq!(render(a.iter()), want);
+        assert_eq!(
+            render(std::iter::empty()),
+            "{\n  \"assignments\": {},\n  \"version\": 1\n}\n"
+        );
+        let dir = std::env::temp_dir().join(format!("ferrolb-state-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        save(&path, a.iter()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
