@@ -128,9 +128,12 @@ pub struct StandaloneArgs {
     /// File holding the shared memberlist secret (else $FERROLB_ML_SECRET; never logged).
     #[arg(long)]
     pub ml_secret_file: Option<PathBuf>,
-    /// Failure-detection timers: `fast` (crash detected in about 0.4 s) or `lan` (about 3 s).
+    /// Failure-detection timers: `fast` (crash detected in about 0.4 s), `tuned` (failover
+    /// under 0.3 s on a quiet LAN; more false suspicions under load) or `lan` (about 3 s).
     #[arg(long, default_value = "fast")]
     pub ml_profile: ferrolb_speaker::membership::Profile,
+    #[command(flatten)]
+    pub ml_timers: MlTimerArgs,
     /// Accept BGP connections on `ADDR:PORT` (repeatable, e.g. `0.0.0.0:179` and `[::]:179`),
     /// only from a configured peer's `peer-address`; off by default (sessions are dialled out).
     #[arg(long, value_delimiter = ',')]
@@ -172,11 +175,49 @@ pub struct SpeakerArgs {
     /// File holding the shared memberlist secret (else $FERROLB_ML_SECRET; never logged).
     #[arg(long)]
     pub ml_secret_file: Option<PathBuf>,
-    /// Failure-detection timers: `fast` (crash detected in about 0.4 s) or `lan` (about 3 s).
+    /// Failure-detection timers: `fast` (crash detected in about 0.4 s), `tuned` (failover
+    /// under 0.3 s on a quiet LAN; more false suspicions under load) or `lan` (about 3 s).
     #[arg(long, default_value = "fast")]
     pub ml_profile: ferrolb_speaker::membership::Profile,
+    #[command(flatten)]
+    pub ml_timers: MlTimerArgs,
     /// Accept BGP connections on `ADDR:PORT` (repeatable, e.g. `0.0.0.0:179` and `[::]:179`),
     /// only from a configured peer's `peer-address`; off by default (sessions are dialled out).
     #[arg(long, value_delimiter = ',')]
     pub bgp_listen: Vec<std::net::SocketAddr>,
+}
+
+/// Overrides of single memberlist timers (on top of `--ml-profile`), validated together at start.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MlTimerArgs {
+    /// How often each speaker probes one peer, e.g. `50ms` (profile's value if unset).
+    #[arg(long, value_name = "DURATION", value_parser = ferrolb_speaker::membership::parse_duration)]
+    pub ml_probe_interval: Option<std::time::Duration>,
+    /// How long a probe waits for a direct ack before asking others; shorter than the probe
+    /// interval (default: the profile's, or half an overridden interval).
+    #[arg(long, value_name = "DURATION", value_parser = ferrolb_speaker::membership::parse_duration)]
+    pub ml_probe_timeout: Option<std::time::Duration>,
+    /// Suspicion lasts this many probe intervals before a suspect is declared dead (1-100).
+    #[arg(long, value_name = "N")]
+    pub ml_suspicion_mult: Option<usize>,
+    /// How often gossip (including suspect/dead news) is sent, e.g. `20ms`.
+    #[arg(long, value_name = "DURATION", value_parser = ferrolb_speaker::membership::parse_duration)]
+    pub ml_gossip_interval: Option<std::time::Duration>,
+    /// TCP timeout: joins, state exchange, and the fallback ping of a failed probe (how long a
+    /// silent peer, e.g. one whose link is down, is waited for before it becomes suspect).
+    #[arg(long, value_name = "DURATION", value_parser = ferrolb_speaker::membership::parse_duration)]
+    pub ml_tcp_timeout: Option<std::time::Duration>,
+}
+
+impl MlTimerArgs {
+    /// The overrides these flags ask for.
+    pub fn overrides(&self) -> ferrolb_speaker::membership::Overrides {
+        ferrolb_speaker::membership::Overrides {
+            probe_interval: self.ml_probe_interval,
+            probe_timeout: self.ml_probe_timeout,
+            suspicion_mult: self.ml_suspicion_mult,
+            gossip_interval: self.ml_gossip_interval,
+            tcp_timeout: self.ml_tcp_timeout,
+        }
+    }
 }

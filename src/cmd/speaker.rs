@@ -23,6 +23,7 @@ pub fn run(args: &SpeakerArgs) -> ExitCode {
             &args.ml_join,
             args.ml_secret_file.as_deref(),
             args.ml_profile,
+            &args.ml_timers.overrides(),
         ) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -129,6 +130,100 @@ mod tests {
         );
         assert!(s.ml_join_nodes);
         assert!(s.bgp_listen.is_empty(), "no BGP listener unless asked");
+    }
+
+    /// `--ml-profile tuned` and the single-timer flags parse in both modes; a bad combination
+    /// is refused at start with the flag and its value, an unparsable duration by clap.
+    #[test]
+    fn membership_timer_flags_parse_and_validate_in_speaker_and_standalone() {
+        use ferrolb_speaker::membership::{MemberlistConfig, Profile};
+        use std::time::Duration;
+        let timers = [
+            "--ml-profile",
+            "tuned",
+            "--ml-probe-interval",
+            "40ms",
+            "--ml-suspicion-mult",
+            "3",
+            "--ml-gossip-interval",
+            "10ms",
+            "--ml-tcp-timeout",
+            "150ms",
+        ];
+        let speaker = Cli::try_parse_from(
+            ["ferrolb", "speaker", "--node-name", "n"]
+                .into_iter()
+                .chain(timers),
+        )
+        .unwrap();
+        let Command::Speaker(s) = speaker.command else {
+            panic!("not the speaker subcommand");
+        };
+        assert_eq!(s.ml_profile, Profile::Tuned);
+        let o = s.ml_timers.overrides();
+        assert_eq!(o.probe_interval, Some(Duration::from_millis(40)));
+        assert_eq!(o.probe_timeout, None);
+        assert_eq!(o.suspicion_mult, Some(3));
+        assert_eq!(o.gossip_interval, Some(Duration::from_millis(10)));
+        assert_eq!(o.tcp_timeout, Some(Duration::from_millis(150)));
+        let bind = "192.0.2.11:7946".parse().unwrap();
+        let cfg = MemberlistConfig::from_flags("n", bind, &[], None, s.ml_profile, &o).unwrap();
+        assert_eq!(cfg.timers.probe_interval, Duration::from_millis(40));
+        // The tuned profile's 25 ms ack timeout fits the 40 ms interval and stays.
+        assert_eq!(cfg.timers.probe_timeout, Duration::from_millis(25));
+
+        let standalone = Cli::try_parse_from([
+            "ferrolb",
+            "standalone",
+            "--config",
+            "c",
+            "--services",
+            "s",
+            "--node",
+            "n",
+            "--ml-probe-timeout",
+            "80ms",
+            "--ml-probe-interval",
+            "50ms",
+        ])
+        .unwrap();
+        let Command::Standalone(a) = standalone.command else {
+            panic!("not the standalone subcommand");
+        };
+        assert_eq!(a.ml_profile, Profile::Fast);
+        let err = MemberlistConfig::from_flags(
+            "n",
+            bind,
+            &[],
+            None,
+            a.ml_profile,
+            &a.ml_timers.overrides(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("membership: --ml-probe-timeout 80ms: must be shorter than the probe interval (50ms)"),
+            "{err}"
+        );
+        for bad in [["--ml-probe-interval", "50"], ["--ml-suspicion-mult", "x"]] {
+            let e = Cli::try_parse_from(
+                ["ferrolb", "speaker", "--node-name", "n"]
+                    .into_iter()
+                    .chain(bad),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(bad[0]) && e.contains(bad[1]), "{e}");
+        }
+        assert!(Cli::try_parse_from([
+            "ferrolb",
+            "speaker",
+            "--node-name",
+            "n",
+            "--ml-profile",
+            "turbo"
+        ])
+        .is_err());
     }
 
     /// `--bgp-listen` takes several addresses (repeated or comma-separated), in both modes.

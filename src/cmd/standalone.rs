@@ -74,6 +74,7 @@ pub fn run(args: &StandaloneArgs) -> ExitCode {
             &args.ml_join,
             args.ml_secret_file.as_deref(),
             args.ml_profile,
+            &args.ml_timers.overrides(),
         ) {
             Ok(c) => opts.membership = Some(c),
             Err(e) => {

@@ -1,41 +1,41 @@
-//! One interface's ARP/NDP responder: a dedicated thread reads filtered frames from a pnet
-//! channel (over the socket from [`super::socket`]), classifies them against the addresses this
-//! interface answers for, and sends replies. The announcer changes that set with
-//! [`Responder::set_owned`] (effective for the next frame) and sends gratuitous frames through
-//! [`Responder::send`].
+//! One interface's ARP/NDP responder: a dedicated thread blocks in `recv` on the filtered packet
+//! socket of [`super::socket`], classifies each frame against the addresses this interface
+//! answers for and sends the reply at once on the same socket (no async reactor, no `poll`, no
+//! lock around the send; the counters are updated after the reply is out). The announcer changes
+//! that set with [`Responder::set_owned`] (effective for the next frame) and sends gratuitous
+//! frames through [`Responder::send`].
 //!
 //! Must not: decide which addresses to answer for (the announcer does).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use pnet_datalink::{Channel, DataLinkReceiver, DataLinkSender, MacAddr, NetworkInterface};
 use tracing::{debug, warn};
 
 use super::interfaces::Usable;
 use super::packet::{classify, Mac};
-use super::socket;
+use super::socket::{self, PacketSocket};
 use super::stats::Stats;
 
 /// How long the receive thread blocks before it looks at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
 
-type Sender = Arc<Mutex<Box<dyn DataLinkSender>>>;
+/// Receive buffer: ARP and Neighbor Solicitations are far smaller; a longer frame is truncated
+/// and then refused by the parser.
+const RX_BUF: usize = 4096;
 
 /// A running responder on one interface. Dropping it stops the thread.
 pub struct Responder {
     iface: Usable,
-    fd: RawFd,
+    sock: Arc<PacketSocket>,
     owned: Arc<RwLock<BTreeSet<IpAddr>>>,
     /// Solicited-node groups joined, with how many owned addresses need each.
     groups: BTreeMap<Mac, usize>,
-    tx: Sender,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -52,52 +52,25 @@ impl std::fmt::Debug for Responder {
 impl Responder {
     /// Opens the filtered socket on `iface` and starts its receive thread (answering nothing yet).
     pub fn start(iface: Usable, stats: Arc<Stats>) -> io::Result<Responder> {
-        let fd = socket::open_filtered()?;
-        let pnet_iface = NetworkInterface {
-            name: iface.name.clone(),
-            description: String::new(),
-            index: iface.index,
-            mac: Some(MacAddr::from(iface.mac.0)),
-            ips: Vec::new(),
-            flags: 0,
-        };
-        let config = pnet_datalink::Config {
-            read_timeout: Some(POLL),
-            write_timeout: Some(Duration::from_millis(100)),
-            socket_fd: Some(fd),
-            promiscuous: false,
-            ..Default::default()
-        };
-        // pnet owns `fd` from here on (and closes it on its own errors).
-        let (tx, rx) = match pnet_datalink::channel(&pnet_iface, config)? {
-            Channel::Ethernet(tx, rx) => (tx, rx),
-            _ => {
-                return Err(io::Error::other(format!(
-                    "interface {}: pnet returned a non-Ethernet channel",
-                    iface.name
-                )))
-            }
-        };
-        let tx: Sender = Arc::new(Mutex::new(tx));
+        let sock = Arc::new(PacketSocket::open(iface.index, POLL)?);
         let owned = Arc::new(RwLock::new(BTreeSet::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let rx_loop = RxLoop {
             name: iface.name.clone(),
             mac: iface.mac,
             owned: owned.clone(),
-            tx: tx.clone(),
+            sock: sock.clone(),
             stop: stop.clone(),
             stats,
         };
         let thread = std::thread::Builder::new()
             .name(format!("l2-{}", iface.name))
-            .spawn(move || rx_loop.run(rx))?;
+            .spawn(move || rx_loop.run())?;
         Ok(Responder {
             iface,
-            fd,
+            sock,
             owned,
             groups: BTreeMap::new(),
-            tx,
             stop,
             thread: Some(thread),
         })
@@ -117,12 +90,12 @@ impl Responder {
             }
         }
         for mac in want.keys().filter(|m| !self.groups.contains_key(m)) {
-            if let Err(e) = socket::multicast(self.fd, self.iface.index, *mac, true) {
+            if let Err(e) = socket::multicast(self.sock.raw(), self.iface.index, *mac, true) {
                 warn!(interface = %self.iface.name, group = %mac, error = %e, "could not join multicast group");
             }
         }
         for mac in self.groups.keys().filter(|m| !want.contains_key(m)) {
-            if let Err(e) = socket::multicast(self.fd, self.iface.index, *mac, false) {
+            if let Err(e) = socket::multicast(self.sock.raw(), self.iface.index, *mac, false) {
                 warn!(interface = %self.iface.name, group = %mac, error = %e, "could not leave multicast group");
             }
         }
@@ -135,7 +108,7 @@ impl Responder {
                 IpAddr::V6(_) => None,
             })
             .collect();
-        if let Err(e) = socket::attach(self.fd, &socket::filter_for(&v4)) {
+        if let Err(e) = socket::attach(self.sock.raw(), &socket::filter_for(&v4)) {
             warn!(interface = %self.iface.name, error = %e, "could not narrow the ARP filter");
         }
         *self.owned.write().unwrap_or_else(|e| e.into_inner()) = ips;
@@ -143,7 +116,7 @@ impl Responder {
 
     /// Sends one frame out of this interface.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        send(&self.tx, frame)
+        self.sock.send(frame)
     }
 
     /// Asks the receive thread to stop (without waiting).
@@ -161,27 +134,28 @@ impl Drop for Responder {
     }
 }
 
-fn send(tx: &Sender, frame: &[u8]) -> io::Result<()> {
-    let mut tx = tx.lock().unwrap_or_else(|e| e.into_inner());
-    tx.send_to(frame, None)
-        .unwrap_or_else(|| Err(io::Error::other("frame larger than the send buffer")))
-}
-
 struct RxLoop {
     name: String,
     mac: Mac,
     owned: Arc<RwLock<BTreeSet<IpAddr>>>,
-    tx: Sender,
+    sock: Arc<PacketSocket>,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
 }
 
 impl RxLoop {
-    fn run(self, mut rx: Box<dyn DataLinkReceiver>) {
+    fn run(self) {
+        let mut buf = vec![0u8; RX_BUF];
         while !self.stop.load(Ordering::Relaxed) {
-            match rx.next() {
-                Ok(frame) => self.handle(frame),
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            match self.sock.recv(&mut buf) {
+                Ok(n) => self.handle(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => {
                     // The interface may be going away; the announcer's rescan replaces us.
                     debug!(interface = %self.name, error = %e, "receive failed");
@@ -198,9 +172,11 @@ impl RxLoop {
         };
         match verdict {
             Ok(action) => {
+                // Reply first, count afterwards: the counters take locks and format labels.
+                let sent = self.sock.send(&action.reply(self.mac));
                 let ip = action.target();
                 self.stats.request(ip);
-                match send(&self.tx, &action.reply(self.mac)) {
+                match sent {
                     Ok(()) => {
                         self.stats.response(ip);
                         debug!(interface = %self.name, %ip, "answered");

@@ -1,5 +1,7 @@
-//! The AF_PACKET socket layer2 listens on: created here so a kernel filter can be attached
-//! before pnet binds it (pnet opens promiscuous `ETH_P_ALL` sockets and has no filter API).
+//! The AF_PACKET socket layer2 listens and answers on ([`PacketSocket`]): opened with a kernel
+//! filter attached before it is bound to its interface, read with a blocking `recv` (no `poll`
+//! first) and written with a plain `send` on the bound socket, so a reply costs two system calls
+//! after the wakeup.
 //!
 //! The classic BPF program passes only received (not outgoing) ARP frames and ICMPv6 Neighbor
 //! Solicitations, so a flood of other traffic never reaches user space. Solicited-node multicast
@@ -9,7 +11,8 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use super::packet::Mac;
 
@@ -111,7 +114,7 @@ pub fn attach(fd: RawFd, insns: &[Insn]) -> io::Result<()> {
 }
 
 /// Opens an AF_PACKET raw socket that receives nothing until bound (protocol 0) and attaches
-/// [`FILTER`]. The caller hands it to pnet, which binds it to one interface and owns it.
+/// [`FILTER`]. [`PacketSocket::open`] then binds it to one interface.
 pub fn open_filtered() -> io::Result<RawFd> {
     // SAFETY: plain socket(2) call with constant arguments; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -124,6 +127,90 @@ pub fn open_filtered() -> io::Result<RawFd> {
         return Err(err);
     }
     Ok(fd)
+}
+
+/// A packet socket bound to one interface (every protocol, [`FILTER`] attached until
+/// [`attach`] narrows it), closed on drop. Safe to use from several threads (the kernel
+/// serialises `send`s).
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: OwnedFd,
+}
+
+impl PacketSocket {
+    /// Opens the socket with [`FILTER`], binds it to interface `ifindex` and sets a receive
+    /// timeout of `rx_timeout`, so a blocked reader regularly gets the chance to stop.
+    pub fn open(ifindex: u32, rx_timeout: Duration) -> io::Result<PacketSocket> {
+        let raw = open_filtered()?;
+        // SAFETY: `raw` was just opened by us and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: all-zero is a valid `sockaddr_ll`; the fields that matter are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+        addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        addr.sll_ifindex = ifindex as libc::c_int;
+        // SAFETY: `addr` is a valid `sockaddr_ll` of the given size living across the call.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                std::ptr::addr_of!(addr).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let tv = libc::timeval {
+            tv_sec: rx_timeout.as_secs() as libc::time_t,
+            tv_usec: rx_timeout.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: `tv` is a valid `struct timeval` living across the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                std::ptr::addr_of!(tv).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PacketSocket { fd })
+    }
+
+    /// The descriptor, for [`attach`] and [`multicast`].
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Blocks until a frame arrives and copies it into `buf` (truncated to its length); the
+    /// receive timeout yields an error of kind `WouldBlock`.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+        let n = unsafe { libc::recv(self.raw(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Sends one whole Ethernet frame out of the bound interface.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: `frame` is valid for reads of `frame.len()` bytes for the whole call.
+        let n = unsafe { libc::send(self.raw(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize != frame.len() {
+            return Err(io::Error::other(format!(
+                "short send: {n} of {} bytes",
+                frame.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[repr(C)]

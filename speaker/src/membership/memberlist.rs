@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::live::{self, Change};
-use super::profile::{Profile, Timers};
+use super::profile::{fmt_duration, Overrides, Profile, Timers};
 use super::secret::{derive_key, load_secret};
 use super::{Membership, MembershipError};
 
@@ -87,19 +87,22 @@ impl MemberlistConfig {
         }
     }
 
-    /// A config from command-line flags: the secret comes from `secret_file`, else from
-    /// `FERROLB_ML_SECRET`, else there is none (gossip unencrypted, with a warning at start).
+    /// A config from command-line flags: the timers of `profile` with `overrides` (validated
+    /// first, so a bad timer is reported before the secret is read); the secret comes from
+    /// `secret_file`, else from `FERROLB_ML_SECRET`, else there is none (gossip unencrypted,
+    /// with a warning at start).
     pub fn from_flags(
         node: &str,
         bind: SocketAddr,
         join: &[SocketAddr],
         secret_file: Option<&Path>,
         profile: Profile,
+        overrides: &Overrides,
     ) -> Result<Self, MembershipError> {
         let mut cfg = MemberlistConfig::new(node, bind);
+        cfg.timers = Timers::with_overrides(profile, overrides)?;
         cfg.join = join.iter().copied().filter(|a| *a != bind).collect();
         cfg.secret = load_secret(secret_file)?;
-        cfg.timers = Timers::of(profile);
         Ok(cfg)
     }
 }
@@ -136,9 +139,11 @@ impl MemberlistMembership {
             node = %me,
             bind = %list.advertise_address(),
             encrypted = cfg.secret.is_some(),
-            probe_interval_ms = cfg.timers.probe_interval.as_millis() as u64,
-            probe_timeout_ms = cfg.timers.probe_timeout.as_millis() as u64,
+            probe_interval = %fmt_duration(cfg.timers.probe_interval),
+            probe_timeout = %fmt_duration(cfg.timers.probe_timeout),
             suspicion_mult = cfg.timers.suspicion_mult,
+            gossip_interval = %fmt_duration(cfg.timers.gossip_interval),
+            tcp_timeout = %fmt_duration(cfg.timers.tcp_timeout),
             "membership: memberlist started"
         );
         if cfg.secret.is_none() {

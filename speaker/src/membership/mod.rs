@@ -19,7 +19,7 @@ use std::future::Future;
 use tokio::sync::watch;
 
 pub use self::memberlist::{MemberlistConfig, MemberlistMembership};
-pub use profile::{Profile, Timers};
+pub use profile::{parse_duration, Overrides, Profile, TimerError, Timers};
 pub use secret::{load_secret, SecretError, SECRET_ENV};
 
 /// Default memberlist port (the same as MetalLB's `--ml-bindport`).
@@ -40,6 +40,9 @@ pub enum MembershipError {
     /// The shared secret could not be read.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// A failure-detection timer is out of range.
+    #[error("membership: {0}")]
+    Timers(#[from] TimerError),
 }
 
 /// A source of the set of live speaker node names (always including this node).
