@@ -28,18 +28,26 @@
 //! Must not: do I/O, read clocks, or know about kube-rs types.
 
 pub mod family;
+mod hasher;
+#[cfg(test)]
+mod oracle;
 pub mod pool;
 pub mod request;
 pub mod sharing;
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
+use hashbrown::HashTable;
+
 use ferrolb_config::addr::to_u128;
-use ferrolb_config::{Breakage, Config, IpFamily, ServiceKey, ServiceView};
+use ferrolb_config::{Breakage, Config, IpFamily, ServiceKey, ServiceView, TrafficPolicy};
 
 use crate::reconcile::{is_ours, Allocation, Plan};
-use family::families;
+use family::{fams, FamList, Fams};
+use hasher::Keyed;
 use pool::{fam_idx, PoolIndex};
 use request::{parse_request, Request};
 use sharing::{compatible, SharingInfo};
@@ -113,12 +121,6 @@ pub struct PoolUsage {
     pub addresses_total: u128,
     /// Distinct addresses in use (a shared address counts once).
     pub in_use: u64,
-}
-
-#[derive(Debug, Clone)]
-struct Held {
-    assigned: Assigned,
-    info: SharingInfo,
 }
 
 /// Which pool holds an address: every range of every pool, per family, sorted by first address,
@@ -196,6 +198,173 @@ impl PoolBits {
     }
 }
 
+/// A Service's id inside the allocator: an index into [`Services::slots`], given out when a
+/// Service first holds addresses and reused after it releases them.
+type Id = u32;
+
+/// The Services holding one address. One holder (the common case) needs no `Vec`; several are
+/// kept sorted by key (the order sharing checks report in).
+#[derive(Debug, Clone)]
+enum Holders {
+    One(Id),
+    Many(Vec<Id>),
+}
+
+impl Holders {
+    fn ids(&self) -> &[Id] {
+        match self {
+            Holders::One(id) => std::slice::from_ref(id),
+            Holders::Many(ids) => ids,
+        }
+    }
+}
+
+/// A Service key in one allocation: `namespace` then `name`, split at `split`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Name {
+    text: Box<str>,
+    split: usize,
+}
+
+impl Name {
+    fn of(key: &ServiceKey) -> Name {
+        let mut text = String::with_capacity(key.namespace.len() + key.name.len());
+        text.push_str(&key.namespace);
+        text.push_str(&key.name);
+        Name {
+            text: text.into_boxed_str(),
+            split: key.namespace.len(),
+        }
+    }
+
+    /// `(namespace, name)`: hashes and orders as the [`ServiceKey`] does.
+    fn parts(&self) -> (&str, &str) {
+        self.text.split_at(self.split)
+    }
+
+    fn is(&self, key: &ServiceKey) -> bool {
+        self.parts() == (key.namespace.as_str(), key.name.as_str())
+    }
+
+    fn to_key(&self) -> ServiceKey {
+        let (ns, name) = self.parts();
+        ServiceKey::new(ns, name)
+    }
+}
+
+/// What the allocator keeps per Service holding addresses.
+#[derive(Debug, Clone)]
+struct Slot {
+    key: Name,
+    /// The key's hash in [`Services::index`].
+    hash: u64,
+    assigned: Assigned,
+    /// The first pool named `assigned.pool` (what a by-name lookup gives), kept in step with
+    /// the config so the "does it still fit" check needs no lookup.
+    named_pool: Option<usize>,
+    /// Sharing rules' view of the Service; `None` without a sharing key (then it cannot share
+    /// with anyone and nothing else about it matters for sharing).
+    share: Option<Box<SharingInfo>>,
+}
+
+/// The sharing view of a Service without a sharing key ([`compatible`] refuses it first).
+static NO_SHARING: SharingInfo = SharingInfo {
+    key: ServiceKey {
+        namespace: String::new(),
+        name: String::new(),
+    },
+    sharing_key: None,
+    ports: Vec::new(),
+    policy: TrafficPolicy::Cluster,
+    selector: BTreeMap::new(),
+};
+
+/// Interned Services: each key is stored once, in its slot; the key -> id table holds ids and
+/// their keys' hashes (hashed with a randomly keyed hash, see [`hasher`]), so growing the table
+/// and skipping non-matching entries never touch the keys; everything else refers to Services
+/// by id.
+#[derive(Debug, Clone, Default)]
+struct Services {
+    hasher: Keyed,
+    index: HashTable<(u64, Id)>,
+    slots: Vec<Option<Slot>>,
+    /// Ids of empty slots, reused before the slot vector grows.
+    free_ids: Vec<Id>,
+}
+
+impl Services {
+    fn hash(&self, key: &ServiceKey) -> u64 {
+        self.hasher
+            .hash_one((key.namespace.as_str(), key.name.as_str()))
+    }
+
+    fn id(&self, key: &ServiceKey) -> Option<Id> {
+        let h = self.hash(key);
+        self.index
+            .find(h, |&(eh, id)| {
+                eh == h
+                    && self.slots[id as usize]
+                        .as_ref()
+                        .is_some_and(|s| s.key.is(key))
+            })
+            .map(|&(_, id)| id)
+    }
+
+    fn get(&self, id: Id) -> &Slot {
+        self.slots[id as usize]
+            .as_ref()
+            .expect("ids in the allocator's indexes are live")
+    }
+
+    fn get_mut(&mut self, id: Id) -> &mut Slot {
+        self.slots[id as usize]
+            .as_mut()
+            .expect("ids in the allocator's indexes are live")
+    }
+
+    /// Stores `key`'s `slot` (`key` must not be present) under a new or reused id.
+    fn insert(&mut self, key: &ServiceKey, mut slot: Slot) -> Id {
+        let h = self.hash(key);
+        slot.hash = h;
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(slot);
+                id
+            }
+            None => {
+                let id = Id::try_from(self.slots.len()).expect("fewer than 2^32 Services");
+                self.slots.push(Some(slot));
+                id
+            }
+        };
+        self.index.insert_unique(h, (h, id), |&(eh, _)| eh);
+        id
+    }
+
+    /// Removes Service `id`; its id becomes free for reuse.
+    fn remove(&mut self, id: Id) -> Slot {
+        let slot = self.slots[id as usize]
+            .take()
+            .expect("ids in the allocator's indexes are live");
+        if let Ok(e) = self.index.find_entry(slot.hash, |&(_, i)| i == id) {
+            e.remove();
+        }
+        self.free_ids.push(id);
+        slot
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Id, &Slot)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as Id, s.as_ref()?)))
+    }
+}
+
 /// The allocator state: config in force, per-pool free space, who holds what.
 ///
 /// Lookups by Service and by address use hash maps (never iterated where order could show:
@@ -208,13 +377,18 @@ pub struct Allocator {
     ranges: RangeTable,
     /// Pool name -> index (the first pool of that name).
     pool_names: HashMap<String, usize>,
+    /// Per pool: the index of the first pool with its name.
+    first_of_name: Vec<usize>,
     /// Per family: `auto-assign` pools that have a free address of that family.
     auto_free: [PoolBits; 2],
-    services: HashMap<ServiceKey, Held>,
-    /// Address -> the Services holding it, sorted by key.
-    holders: HashMap<IpAddr, Vec<ServiceKey>>,
+    services: Services,
+    /// Address -> the Services holding it.
+    holders: HashMap<IpAddr, Holders, Keyed>,
     /// sharing key -> addresses held by Services with that key.
     by_sharing_key: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// While set, commits and releases leave the pools' free indexes alone;
+    /// [`Allocator::retake_held`] then takes every held address in address order.
+    defer_takes: bool,
     /// Tests only: take the slow paths (full pool scan, linear pool lookup) to compare with.
     #[cfg(test)]
     naive: bool,
@@ -227,6 +401,14 @@ fn join_families(f: &[IpFamily]) -> String {
         .join("+")
 }
 
+/// The `allow-shared-ip` key of `v` (trimmed; empty means none).
+fn sharing_key_of(v: &ServiceView) -> Option<String> {
+    v.annotations
+        .get(ferrolb_config::service::annotations::ALLOW_SHARED_IP)
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+}
+
 impl Allocator {
     /// An empty allocator serving Services with no class or class `class`.
     pub fn new(config: Config, class: impl Into<String>) -> Allocator {
@@ -236,10 +418,12 @@ impl Allocator {
             pools: Vec::new(),
             ranges: RangeTable::default(),
             pool_names: HashMap::new(),
+            first_of_name: Vec::new(),
             auto_free: Default::default(),
-            services: HashMap::new(),
-            holders: HashMap::new(),
+            services: Services::default(),
+            holders: HashMap::default(),
             by_sharing_key: BTreeMap::new(),
+            defer_takes: false,
             #[cfg(test)]
             naive: false,
         };
@@ -259,6 +443,11 @@ impl Allocator {
         for (i, p) in config.pools.iter().enumerate() {
             self.pool_names.entry(p.name.clone()).or_insert(i);
         }
+        self.first_of_name = config
+            .pools
+            .iter()
+            .map(|p| self.pool_names.get(&p.name).copied().unwrap_or_default())
+            .collect();
         self.config = config;
         self.auto_free = Default::default();
         for i in 0..self.pools.len() {
@@ -286,20 +475,34 @@ impl Allocator {
         self.refresh_free_bits(i);
     }
 
-    /// What sharing decisions need of `v`. Without a sharing key nothing can share with it
-    /// ([`compatible`] refuses first), so ports and selector are not kept.
-    fn sharing_info(v: &ServiceView, sharing_key: Option<String>) -> SharingInfo {
-        if sharing_key.is_some() {
-            SharingInfo::of(v, sharing_key)
-        } else {
-            SharingInfo {
-                key: v.key.clone(),
-                sharing_key: None,
-                ports: Vec::new(),
-                policy: v.external_traffic_policy,
-                selector: BTreeMap::new(),
+    /// With every pool's free index empty of takes: takes every held address, in address order
+    /// (so each take trims the front of a free interval instead of splitting intervals all over
+    /// the range), and refreshes the free-pool bits.
+    fn retake_held(&mut self) {
+        let mut ips: Vec<IpAddr> = self.holders.keys().copied().collect();
+        ips.sort_unstable();
+        for ip in &ips {
+            if let Some(i) = self.pool_of(ip) {
+                self.pools[i].take(ip);
             }
         }
+        for i in 0..self.pools.len() {
+            self.refresh_free_bits(i);
+        }
+    }
+
+    /// What sharing decisions need of `v`: nothing without a sharing key ([`compatible`] refuses
+    /// first), else its ports, traffic policy and selector.
+    fn share_of(v: &ServiceView, sharing_key: Option<String>) -> Option<Box<SharingInfo>> {
+        sharing_key.map(|k| {
+            let mut info = SharingInfo::of(v, Some(k));
+            // Slots carry the key; the copy here would only cost.
+            info.key = ServiceKey {
+                namespace: String::new(),
+                name: String::new(),
+            };
+            Box::new(info)
+        })
     }
 
     /// The restarted-controller path: load `config` unconditionally, restore every Service's
@@ -316,11 +519,16 @@ impl Allocator {
         let mut a = Allocator::new(config, class);
         let mut sorted: Vec<&ServiceView> = views.iter().collect();
         sorted.sort_by(|x, y| x.key.cmp(&y.key));
+        // Restores decide only from the holders (sharing) and the pools' ranges, never from the
+        // free indexes, so those are built once at the end, in address order.
+        a.defer_takes = true;
         for v in &sorted {
             if a.serves(v) {
                 let _ = a.restore_quiet(v);
             }
         }
+        a.defer_takes = false;
+        a.retake_held();
         // Built from key order in one go (later duplicates win, as with repeated inserts).
         let mut out = Vec::with_capacity(sorted.len());
         for v in sorted {
@@ -348,24 +556,35 @@ impl Allocator {
 
     /// What `key` holds now.
     pub fn assignment(&self, key: &ServiceKey) -> Option<&Assigned> {
-        self.services.get(key).map(|h| &h.assigned)
+        let id = self.services.id(key)?;
+        Some(&self.services.get(id).assigned)
+    }
+
+    /// How many Services hold addresses.
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// True when no Service holds an address.
+    pub fn is_empty(&self) -> bool {
+        self.services.len() == 0
     }
 
     /// Every assignment, by Service.
     pub fn assignments(&self) -> BTreeMap<ServiceKey, Assigned> {
         self.services
             .iter()
-            .map(|(k, h)| (k.clone(), h.assigned.clone()))
+            .map(|(_, s)| (s.key.to_key(), s.assigned.clone()))
             .collect()
     }
 
     /// Every held `(service, address)`, in key order.
     pub fn held(&self) -> Vec<(ServiceKey, IpAddr)> {
-        let mut by_key: Vec<(&ServiceKey, &Held)> = self.services.iter().collect();
-        by_key.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut by_key: Vec<&Slot> = self.services.iter().map(|(_, s)| s).collect();
+        by_key.sort_unstable_by(|a, b| a.key.parts().cmp(&b.key.parts()));
         by_key
             .into_iter()
-            .flat_map(|(k, h)| h.assigned.ips.iter().map(move |ip| (k.clone(), *ip)))
+            .flat_map(|s| s.assigned.ips.iter().map(move |ip| (s.key.to_key(), *ip)))
             .collect()
     }
 
@@ -405,30 +624,27 @@ impl Allocator {
             }
         }
         self.load_pools(new);
-        // In address order, so each take trims the front of a free interval instead of
-        // splitting intervals all over the range.
-        let mut ips: Vec<IpAddr> = self.holders.keys().copied().collect();
-        ips.sort_unstable();
-        for ip in &ips {
-            if let Some(i) = self.pool_of(ip) {
-                self.pools[i].take(ip);
-            }
-        }
-        for i in 0..self.pools.len() {
-            self.refresh_free_bits(i);
-        }
-        let (ranges, pools) = (&self.ranges, &self.pools);
-        for h in self.services.values_mut() {
-            let Some(i) = h
+        self.retake_held();
+        let (ranges, pools, first_of_name, names) = (
+            &self.ranges,
+            &self.pools,
+            &self.first_of_name,
+            &self.pool_names,
+        );
+        for slot in self.services.slots.iter_mut().flatten() {
+            let home = slot
                 .assigned
                 .ips
                 .first()
-                .and_then(|ip| ranges.pool_of(pools, ip))
-            else {
-                continue;
-            };
-            if h.assigned.pool != pools[i].name() {
-                h.assigned.pool = pools[i].name().to_string();
+                .and_then(|ip| ranges.pool_of(pools, ip));
+            match home {
+                Some(i) => {
+                    if slot.assigned.pool != pools[i].name() {
+                        slot.assigned.pool = pools[i].name().to_string();
+                    }
+                    slot.named_pool = Some(first_of_name[i]);
+                }
+                None => slot.named_pool = names.get(&slot.assigned.pool).copied(),
             }
         }
         Ok(())
@@ -438,36 +654,30 @@ impl Allocator {
     /// holds none. Fails (recording nothing) when an address is outside every pool, the addresses
     /// span pools or repeat a family, or sharing forbids it.
     pub fn restore(&mut self, v: &ServiceView) -> Result<Option<Assigned>, AllocError> {
-        if !self.restore_quiet(v)? {
-            return Ok(None);
-        }
-        Ok(self.services.get(&v.key).map(|h| h.assigned.clone()))
+        Ok(self
+            .restore_quiet(v)?
+            .map(|id| self.services.get(id).assigned.clone()))
     }
 
-    /// [`Allocator::restore`] without handing back a copy of what was recorded: `Ok(true)` when
-    /// it recorded addresses, `Ok(false)` when the Service holds none.
-    fn restore_quiet(&mut self, v: &ServiceView) -> Result<bool, AllocError> {
+    /// [`Allocator::restore`] without handing back a copy of what was recorded: `Ok(Some(id))`
+    /// when it recorded addresses, `Ok(None)` when the Service holds none.
+    fn restore_quiet(&mut self, v: &ServiceView) -> Result<Option<Id>, AllocError> {
         if !self.serves(v) {
             return Err(AllocError::NotOurs {
                 class: self.class.clone(),
             });
         }
-        let mut ips: Vec<IpAddr> = Vec::new();
+        let Some(&first) = v.ingress_ips.first() else {
+            return Ok(None);
+        };
+        let mut ips: Vec<IpAddr> = Vec::with_capacity(v.ingress_ips.len());
         for ip in &v.ingress_ips {
             if !ips.contains(ip) {
                 ips.push(*ip);
             }
         }
-        let Some(first) = ips.first().copied() else {
-            return Ok(false);
-        };
         self.release(&v.key);
-        let sharing_key = v
-            .annotations
-            .get(ferrolb_config::service::annotations::ALLOW_SHARED_IP)
-            .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty());
-        let info = Self::sharing_info(v, sharing_key);
+        let share = Self::share_of(v, sharing_key_of(v));
         let pool = self.pool_for_ips(&ips, first)?;
         for (i, ip) in ips.iter().enumerate() {
             if ips[..i].iter().any(|o| IpFamily::of(o) == IpFamily::of(ip)) {
@@ -477,14 +687,13 @@ impl Allocator {
                     wanted: "one address per family".into(),
                 });
             }
-            self.check_sharing(ip, &info)?;
+            self.check_sharing(ip, share.as_deref(), None)?;
         }
         let assigned = Assigned {
             ips,
             pool: self.pools[pool].name().to_string(),
         };
-        self.commit(info, assigned);
-        Ok(true)
+        Ok(Some(self.commit(&v.key, share, assigned, pool)))
     }
 
     /// Gives `v` its addresses: keeps the current ones when they still satisfy the Service
@@ -504,61 +713,74 @@ impl Allocator {
                 return Err(e);
             }
         };
-        let info = Self::sharing_info(v, req.sharing_key.clone());
-        let fams = families(v);
-        if let Some(held) = self.services.get(&v.key) {
-            if self.still_fits(&held.assigned, &req, &fams, &info) {
-                let current = held.assigned.clone();
-                let old_key = held.info.sharing_key.clone();
-                let reindex = (old_key != info.sharing_key).then(|| info.clone());
-                if let Some(h) = self.services.get_mut(&v.key) {
-                    h.info = info;
-                }
-                if let Some(info) = reindex {
-                    self.reindex_sharing_key(old_key.as_deref(), &current, &info);
+        let share = Self::share_of(v, req.sharing_key.clone());
+        let fams = fams(v);
+        if let Some(id) = self.services.id(&v.key) {
+            let slot = self.services.get(id);
+            if self.still_fits(slot, id, &req, &fams, share.as_deref()) {
+                let current = slot.assigned.clone();
+                let old_key = slot.share.as_ref().and_then(|s| s.sharing_key.clone());
+                let new_key = share.as_ref().and_then(|s| s.sharing_key.clone());
+                self.services.get_mut(id).share = share;
+                if old_key != new_key {
+                    self.reindex_sharing_key(old_key.as_deref(), &current, new_key);
                 }
                 return Ok(current);
             }
-            self.release(&v.key);
+            self.release_id(id);
         }
-        let (picked, pool) = self.pick(&req, &fams, &info)?;
+        let (picked, pool) = self.pick(&req, &fams, share.as_deref())?;
         let assigned = Assigned {
             ips: picked,
             pool: self.pools[pool].name().to_string(),
         };
-        self.commit(info, assigned.clone());
-        Ok(assigned)
+        let out = assigned.clone();
+        self.commit(&v.key, share, assigned, pool);
+        Ok(out)
     }
 
     /// Frees what `key` holds (deleted, type or class changed). Returns what it held.
     pub fn release(&mut self, key: &ServiceKey) -> Option<Assigned> {
-        let held = self.services.remove(key)?;
-        for ip in &held.assigned.ips {
-            let empty = self.holders.get_mut(ip).is_some_and(|hs| {
-                if let Ok(at) = hs.binary_search(key) {
-                    hs.remove(at);
+        let id = self.services.id(key)?;
+        Some(self.release_id(id))
+    }
+
+    fn release_id(&mut self, id: Id) -> Assigned {
+        let slot = self.services.remove(id);
+        for ip in &slot.assigned.ips {
+            let empty = self.holders.get_mut(ip).is_some_and(|hs| match hs {
+                Holders::One(x) => *x == id,
+                Holders::Many(ids) => {
+                    ids.retain(|x| *x != id);
+                    if let [only] = ids[..] {
+                        *hs = Holders::One(only);
+                    }
+                    false
                 }
-                hs.is_empty()
             });
             if empty {
                 self.holders.remove(ip);
-                if let Some(i) = self.pool_of(ip) {
-                    self.release_in(i, ip);
+                if !self.defer_takes {
+                    if let Some(i) = self.pool_of(ip) {
+                        self.release_in(i, ip);
+                    }
                 }
             }
-            if let Some(k) = &held.info.sharing_key {
+            if let Some(k) = slot.share.as_ref().and_then(|s| s.sharing_key.as_deref()) {
                 self.drop_from_sharing_index(k, ip);
             }
         }
-        Some(held.assigned)
+        slot.assigned
     }
 
     fn drop_from_sharing_index(&mut self, sk: &str, ip: &IpAddr) {
         let still_used = self.holders.get(ip).is_some_and(|hs| {
-            hs.iter().any(|k| {
+            hs.ids().iter().any(|&other| {
                 self.services
-                    .get(k)
-                    .is_some_and(|h| h.info.sharing_key.as_deref() == Some(sk))
+                    .get(other)
+                    .share
+                    .as_ref()
+                    .is_some_and(|s| s.sharing_key.as_deref() == Some(sk))
             })
         });
         if !still_used {
@@ -573,13 +795,13 @@ impl Allocator {
     }
 
     /// A kept assignment whose sharing key changed: move its addresses to the new key's index.
-    fn reindex_sharing_key(&mut self, old: Option<&str>, assigned: &Assigned, info: &SharingInfo) {
+    fn reindex_sharing_key(&mut self, old: Option<&str>, assigned: &Assigned, new: Option<String>) {
         if let Some(k) = old {
             for ip in &assigned.ips {
                 self.drop_from_sharing_index(k, ip);
             }
         }
-        if let Some(k) = &info.sharing_key {
+        if let Some(k) = new {
             for ip in &assigned.ips {
                 self.by_sharing_key
                     .entry(k.clone())
@@ -622,31 +844,45 @@ impl Allocator {
         Ok(pool)
     }
 
-    /// `Ok` when `info`'s Service may use `ip` given its other holders.
-    fn check_sharing(&self, ip: &IpAddr, info: &SharingInfo) -> Result<(), AllocError> {
-        for other in self.holders.get(ip).into_iter().flatten() {
-            if *other == info.key {
+    /// `Ok` when a Service with sharing view `share` (`None`: no sharing key) may use `ip` given
+    /// its holders other than `me`.
+    fn check_sharing(
+        &self,
+        ip: &IpAddr,
+        share: Option<&SharingInfo>,
+        me: Option<Id>,
+    ) -> Result<(), AllocError> {
+        let Some(hs) = self.holders.get(ip) else {
+            return Ok(());
+        };
+        for &other in hs.ids() {
+            if Some(other) == me {
                 continue;
             }
-            if let Some(h) = self.services.get(other) {
-                compatible(info, &h.info).map_err(|why| AllocError::SharingConflict {
-                    ip: *ip,
-                    other: other.clone(),
-                    why,
-                })?;
-            }
+            let o = self.services.get(other);
+            compatible(
+                share.unwrap_or(&NO_SHARING),
+                o.share.as_deref().unwrap_or(&NO_SHARING),
+            )
+            .map_err(|why| AllocError::SharingConflict {
+                ip: *ip,
+                other: o.key.to_key(),
+                why,
+            })?;
         }
         Ok(())
     }
 
     fn still_fits(
         &self,
-        current: &Assigned,
+        slot: &Slot,
+        id: Id,
         req: &Request,
-        fams: &family::Families,
-        info: &SharingInfo,
+        fams: &Fams,
+        share: Option<&SharingInfo>,
     ) -> bool {
-        let Some(pool) = self.pool_index(&current.pool) else {
+        let current = &slot.assigned;
+        let Some(pool) = slot.named_pool else {
             return false;
         };
         if !current.ips.iter().all(|ip| self.pools[pool].may_assign(ip)) {
@@ -669,17 +905,17 @@ impl Allocator {
             && current
                 .ips
                 .iter()
-                .all(|ip| self.check_sharing(ip, info).is_ok())
+                .all(|ip| self.check_sharing(ip, share, Some(id)).is_ok())
     }
 
     /// Chooses addresses for a Service that holds none.
     fn pick(
         &mut self,
         req: &Request,
-        fams: &family::Families,
-        info: &SharingInfo,
+        fams: &Fams,
+        share: Option<&SharingInfo>,
     ) -> Result<(Vec<IpAddr>, usize), AllocError> {
-        if let Some(found) = self.pick_auto(req, fams, info) {
+        if let Some(found) = self.pick_auto(req, fams, share) {
             return Ok(found);
         }
         let wanted_all: BTreeSet<IpFamily> = fams
@@ -727,15 +963,13 @@ impl Allocator {
                 .collect()
         };
         // Families of explicitly requested addresses must all be served.
-        let mut attempts: Vec<Vec<IpFamily>> = Vec::new();
-        if let Some(p) = &fams.preferred {
-            attempts.push(p.clone());
+        let mut attempts: Vec<FamList> = Vec::with_capacity(2);
+        if let Some(p) = fams.preferred {
+            attempts.push(p);
         }
-        let mut required = fams.required.clone();
+        let mut required = fams.required;
         for ip in &req.ips {
-            if !required.contains(&IpFamily::of(ip)) {
-                required.push(IpFamily::of(ip));
-            }
+            required.add(IpFamily::of(ip));
         }
         attempts.push(required);
         let mut last_err: Option<AllocError> = None;
@@ -755,7 +989,7 @@ impl Allocator {
                     continue;
                 }
                 any_has_families = true;
-                match self.try_pool(c, fam_list, req, info) {
+                match self.try_pool(c, fam_list, req, share) {
                     Ok(ips) => return Ok((ips, c)),
                     Err(AllocError::PoolExhausted { pools, family }) => {
                         exhausted.push(pools);
@@ -792,14 +1026,14 @@ impl Allocator {
     fn pick_auto(
         &mut self,
         req: &Request,
-        fams: &family::Families,
-        info: &SharingInfo,
+        fams: &Fams,
+        share: Option<&SharingInfo>,
     ) -> Option<(Vec<IpAddr>, usize)> {
         #[cfg(test)]
         if self.naive {
             return None;
         }
-        if req.is_explicit() || info.sharing_key.is_some() {
+        if req.is_explicit() || share.is_some_and(|s| s.sharing_key.is_some()) {
             return None;
         }
         for fam_list in fams.preferred.iter().chain([&fams.required]) {
@@ -810,10 +1044,10 @@ impl Allocator {
             let Some(c) = PoolBits::first_common(&sets) else {
                 continue;
             };
-            let ips = fam_list
-                .iter()
-                .map(|f| self.pools[c].lowest_free(*f))
-                .collect::<Option<Vec<IpAddr>>>()?;
+            let mut ips = Vec::with_capacity(fam_list.len());
+            for f in fam_list.iter() {
+                ips.push(self.pools[c].lowest_free(*f)?);
+            }
             return Some((ips, c));
         }
         None
@@ -825,7 +1059,7 @@ impl Allocator {
         c: usize,
         fam_list: &[IpFamily],
         req: &Request,
-        info: &SharingInfo,
+        share: Option<&SharingInfo>,
     ) -> Result<Vec<IpAddr>, AllocError> {
         let mut out = Vec::new();
         for &f in fam_list {
@@ -836,16 +1070,16 @@ impl Allocator {
                         pool: self.pools[c].name().to_string(),
                     });
                 }
-                self.check_sharing(ip, info)?;
+                self.check_sharing(ip, share, None)?;
                 out.push(*ip);
                 continue;
             }
-            let shared = info.sharing_key.as_ref().and_then(|k| {
+            let shared = share.and_then(|s| s.sharing_key.as_ref()).and_then(|k| {
                 self.by_sharing_key.get(k).and_then(|ips| {
                     ips.iter().copied().find(|ip| {
                         IpFamily::of(ip) == f
                             && self.pools[c].may_assign(ip)
-                            && self.check_sharing(ip, info).is_ok()
+                            && self.check_sharing(ip, share, None).is_ok()
                     })
                 })
             });
@@ -866,27 +1100,57 @@ impl Allocator {
         Ok(out)
     }
 
-    fn commit(&mut self, info: SharingInfo, assigned: Assigned) {
-        for ip in &assigned.ips {
-            let hs = self.holders.entry(*ip).or_default();
-            let first_holder = hs.is_empty();
-            if let Err(at) = hs.binary_search(&info.key) {
-                hs.insert(at, info.key.clone());
-            }
-            if first_holder {
-                if let Some(i) = self.pool_of(ip) {
-                    self.take_in(i, ip);
+    /// Records that `key` holds `assigned` (from pool index `pool`), which it must not hold yet.
+    fn commit(
+        &mut self,
+        key: &ServiceKey,
+        share: Option<Box<SharingInfo>>,
+        assigned: Assigned,
+        pool: usize,
+    ) -> Id {
+        let sharing_key = share.as_ref().and_then(|s| s.sharing_key.clone());
+        let ips_len = assigned.ips.len();
+        let id = self.services.insert(
+            key,
+            Slot {
+                key: Name::of(key),
+                hash: 0,
+                assigned,
+                named_pool: self.first_of_name.get(pool).copied(),
+                share,
+            },
+        );
+        for n in 0..ips_len {
+            let ip = self.services.get(id).assigned.ips[n];
+            let first_holder = match self.holders.entry(ip) {
+                Entry::Vacant(e) => {
+                    e.insert(Holders::One(id));
+                    true
+                }
+                Entry::Occupied(mut e) => {
+                    let services = &self.services;
+                    let h = e.get_mut();
+                    let mut ids = match h {
+                        Holders::One(x) => vec![*x],
+                        Holders::Many(ids) => std::mem::take(ids),
+                    };
+                    let me = (key.namespace.as_str(), key.name.as_str());
+                    let at = ids.partition_point(|&x| services.get(x).key.parts() < me);
+                    ids.insert(at, id);
+                    *h = Holders::Many(ids);
+                    false
+                }
+            };
+            if first_holder && !self.defer_takes {
+                if let Some(i) = self.pool_of(&ip) {
+                    self.take_in(i, &ip);
                 }
             }
-            if let Some(k) = &info.sharing_key {
-                self.by_sharing_key
-                    .entry(k.clone())
-                    .or_default()
-                    .insert(*ip);
+            if let Some(k) = &sharing_key {
+                self.by_sharing_key.entry(k.clone()).or_default().insert(ip);
             }
         }
-        self.services
-            .insert(info.key.clone(), Held { assigned, info });
+        id
     }
 }
 
@@ -923,6 +1187,7 @@ mod tests {
     use super::*;
     use ferrolb_config::{IpFamilyPolicy, ServicePort};
     use proptest::prelude::*;
+    use proptest::test_runner::Config as ProptestConfig;
 
     const CONFIG: &str = "address-pools:
 - name: small
@@ -1040,5 +1305,215 @@ mod tests {
                 prop_assert_eq!(fast.held(), slow.held());
             }
         }
+    }
+
+    /// Services for the differential test against the pre-id allocator: families, policies,
+    /// sharing keys and ports, requests (address, pair of addresses, pool), classes, statuses.
+    fn rich_view(n: u8, shape: u8, share: u8, request: u8, status: u8) -> ServiceView {
+        let mut v = view(n, shape % 2, (shape / 2) % 3, false, None);
+        v.ports = vec![ServicePort {
+            protocol: if shape % 5 == 0 { "UDP" } else { "TCP" }.into(),
+            port: 80 + u16::from(n % 2),
+        }];
+        if shape % 7 == 6 {
+            v.external_traffic_policy = TrafficPolicy::Local;
+            v.selector.insert("app".into(), format!("a{}", n % 2));
+        }
+        match share % 4 {
+            0 | 1 => {}
+            2 => {
+                v.annotations.insert(
+                    ferrolb_config::service::annotations::ALLOW_SHARED_IP.into(),
+                    "k".into(),
+                );
+            }
+            _ => {
+                v.annotations.insert(
+                    ferrolb_config::service::annotations::ALLOW_SHARED_IP.into(),
+                    " j ".into(),
+                );
+            }
+        }
+        let lbips = ferrolb_config::service::annotations::LOAD_BALANCER_IPS;
+        match request % 10 {
+            0 => v.load_balancer_ip = Some(format!("192.0.2.{}", request % 16)),
+            1 => {
+                v.annotations.insert(
+                    lbips.into(),
+                    format!("192.0.2.{}, 2001:db8:3::1", request % 4 + 64),
+                );
+            }
+            2 => {
+                v.annotations.insert(
+                    ferrolb_config::service::annotations::ADDRESS_POOL.into(),
+                    ["manual", "dual", "nope", "small"][usize::from(request / 10 % 4)].into(),
+                );
+            }
+            3 => v.load_balancer_ip = Some(format!("2001:db8:{}::{}", request % 4, request % 3)),
+            4 => v.load_balancer_ip = Some("banana".into()),
+            _ => {}
+        }
+        match shape % 11 {
+            9 => v.load_balancer_class = Some("other".into()),
+            10 => v.is_load_balancer = false,
+            _ => {}
+        }
+        v.ingress_ips = match status % 6 {
+            0 => vec![IpAddr::from([192, 0, 2, status % 16])],
+            1 => vec![
+                IpAddr::from([192, 0, 2, 64 + status % 2]),
+                format!("2001:db8:3::{}", status % 2)
+                    .parse()
+                    .unwrap_or(IpAddr::from([0u8; 16])),
+            ],
+            2 => vec![IpAddr::from([198, 51, 100, 254 + status % 2])],
+            3 => vec![IpAddr::from([203, 0, 113, status % 4])],
+            _ => Vec::new(),
+        };
+        v
+    }
+
+    #[derive(Debug, Clone)]
+    enum Rich {
+        Allocate(u8, u8, u8, u8),
+        Release(u8),
+        Restore(u8, u8, u8, u8, u8),
+        SetConfig(bool),
+        Fresh(bool),
+    }
+
+    fn rich_op() -> impl Strategy<Value = Rich> {
+        prop_oneof![
+            8 => (0u8..24, 0u8..77, 0u8..4, 0u8..40).prop_map(|(n, s, h, r)| Rich::Allocate(n, s, h, r)),
+            3 => (0u8..24).prop_map(Rich::Release),
+            3 => (0u8..24, 0u8..77, 0u8..4, 0u8..40, 0u8..36).prop_map(|(n, s, h, r, st)| Rich::Restore(n, s, h, r, st)),
+            1 => proptest::bool::ANY.prop_map(Rich::SetConfig),
+            1 => proptest::bool::ANY.prop_map(Rich::Fresh),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(600))]
+
+        /// The allocator with interned ids, the keyed hash and the end-keyed free index gives
+        /// exactly what the allocator before them gave, for every sequence of calls.
+        #[test]
+        fn same_results_as_the_pre_id_allocator(ops in proptest::collection::vec(rich_op(), 1..120)) {
+            let config = ferrolb_config::parse(CONFIG).unwrap_or_default();
+            let mut new = Allocator::new(config.clone(), "ferrolb");
+            let mut old = oracle::Allocator::new(config, "ferrolb");
+            let mut seen: BTreeMap<ServiceKey, ServiceView> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Rich::Allocate(n, s, h, r) => {
+                        let v = rich_view(n, s, h, r, 5);
+                        prop_assert_eq!(new.allocate(&v), old.allocate(&v));
+                        seen.insert(v.key.clone(), v);
+                    }
+                    Rich::Release(n) => {
+                        let k = ServiceKey::new("ns", format!("s{n}"));
+                        prop_assert_eq!(new.release(&k), old.release(&k));
+                    }
+                    Rich::Restore(n, s, h, r, st) => {
+                        let v = rich_view(n, s, h, r, st);
+                        prop_assert_eq!(new.restore(&v), old.restore(&v));
+                        seen.insert(v.key.clone(), v);
+                    }
+                    Rich::SetConfig(b) => {
+                        let c = ferrolb_config::parse(if b { NEW_CONFIG } else { CONFIG }).unwrap_or_default();
+                        prop_assert_eq!(new.set_config(c.clone()), old.set_config(c));
+                    }
+                    Rich::Fresh(b) => {
+                        // Restart from what the Services now hold (their statuses).
+                        let views: Vec<ServiceView> = seen
+                            .values()
+                            .map(|v| {
+                                let mut v = v.clone();
+                                v.ingress_ips = new.assignment(&v.key).map(|a| a.ips.clone()).unwrap_or_default();
+                                v
+                            })
+                            .collect();
+                        let c = ferrolb_config::parse(if b { NEW_CONFIG } else { CONFIG }).unwrap_or_default();
+                        let (a, got) = Allocator::fresh(c.clone(), "ferrolb", &views);
+                        let (o, want) = oracle::Allocator::fresh(c, "ferrolb", &views);
+                        prop_assert_eq!(got, want);
+                        new = a;
+                        old = o;
+                    }
+                }
+                prop_assert_eq!(new.assignments(), old.assignments());
+                prop_assert_eq!(new.usage(), old.usage());
+                prop_assert_eq!(new.held(), old.held());
+                prop_assert_eq!(new.len(), old.assignments().len());
+            }
+            // Every id in use is live and every free id is empty.
+            let live = new.services.slots.iter().filter(|s| s.is_some()).count();
+            prop_assert_eq!(live, new.len());
+            prop_assert_eq!(live + new.services.free_ids.len(), new.services.slots.len());
+        }
+    }
+
+    #[test]
+    fn ids_are_reused_after_release_and_keys_stay_distinct() {
+        let config = ferrolb_config::parse(CONFIG).unwrap_or_default();
+        let mut a = Allocator::new(config, "ferrolb");
+        let (x, y) = (view(1, 0, 0, false, None), view(2, 0, 0, false, None));
+        let ax = a.allocate(&x).ok();
+        let ay = a.allocate(&y).ok();
+        assert!(ax.is_some() && ay.is_some());
+        assert_eq!(a.services.slots.len(), 2);
+        assert_eq!(a.release(&x.key), ax);
+        assert_eq!(a.services.free_ids, vec![0]);
+        assert_eq!(a.assignment(&x.key), None);
+        // A new Service takes the freed id; the old key does not come back with it.
+        let z = view(3, 0, 0, false, None);
+        let az = a.allocate(&z).ok();
+        assert!(az.is_some());
+        assert_eq!(a.services.slots.len(), 2);
+        assert!(a.services.free_ids.is_empty());
+        assert_eq!(a.services.id(&z.key), Some(0));
+        assert_eq!(a.assignment(&x.key), None);
+        assert_eq!(a.assignment(&y.key), ay.as_ref());
+        assert_eq!(a.assignment(&z.key), az.as_ref());
+        assert_eq!(a.len(), 2);
+        // Releasing what is not held changes nothing.
+        assert_eq!(a.release(&x.key), None);
+        assert_eq!(a.len(), 2);
+    }
+
+    #[test]
+    fn many_holders_stay_sorted_by_key_as_ids_are_reused() {
+        let config = ferrolb_config::parse(CONFIG).unwrap_or_default();
+        let mut a = Allocator::new(config, "ferrolb");
+        let share = |n: u8, port: u16| {
+            let mut v = view(n, 0, 0, true, Some(8));
+            v.ports[0].port = port;
+            v
+        };
+        // s9 gets id 0, s3 id 1, s5 id 2: ids do not follow key order.
+        for (n, port) in [(9, 1), (3, 2), (5, 3)] {
+            assert!(a.allocate(&share(n, port)).is_ok());
+        }
+        let ip = IpAddr::from([192, 0, 2, 8]);
+        let keys = |a: &Allocator| -> Vec<String> {
+            a.holders[&ip]
+                .ids()
+                .iter()
+                .map(|&i| a.services.get(i).key.to_key().name)
+                .collect()
+        };
+        assert_eq!(keys(&a), ["s3", "s5", "s9"]);
+        a.release(&ServiceKey::new("ns", "s3"));
+        assert_eq!(keys(&a), ["s5", "s9"]);
+        a.release(&ServiceKey::new("ns", "s9"));
+        assert!(matches!(a.holders[&ip], Holders::One(_)));
+        // s1 reuses a freed id and sorts first; a conflicting Service names the first holder.
+        assert!(a.allocate(&share(1, 4)).is_ok());
+        assert_eq!(keys(&a), ["s1", "s5"]);
+        let err = a.allocate(&share(7, 4)).map(|_| ());
+        assert!(
+            matches!(&err, Err(AllocError::SharingConflict { other, .. }) if other.name == "s1"),
+            "{err:?}"
+        );
     }
 }

@@ -20,7 +20,9 @@ struct RangeIndex {
     family: IpFamily,
     first: u128,
     last: u128,
-    /// Free intervals: start -> end (inclusive), disjoint, non-adjacent.
+    /// Free intervals keyed by their END: end -> start (inclusive), disjoint, non-adjacent.
+    /// Keyed by end so that taking the lowest address of an interval (the common case) only
+    /// moves its start, in place, without a remove and an insert.
     free: BTreeMap<u128, u128>,
 }
 
@@ -29,23 +31,37 @@ impl RangeIndex {
         self.first <= v && v <= self.last
     }
 
-    /// The interval holding `v`, if `v` is free.
+    /// The interval holding `v` as `(start, end)`, if `v` is free.
     fn interval_of(&self, v: u128) -> Option<(u128, u128)> {
-        let (&s, &e) = self.free.range(..=v).next_back()?;
-        (v <= e).then_some((s, e))
+        let (&e, &s) = self.free.range(v..).next()?;
+        (s <= v).then_some((s, e))
+    }
+
+    /// The lowest free value.
+    fn lowest(&self) -> Option<u128> {
+        self.free.first_key_value().map(|(_, &s)| s)
     }
 
     /// Removes `v` from the free set; false if it was not free.
     fn take(&mut self, v: u128) -> bool {
-        let Some((s, e)) = self.interval_of(v) else {
+        let Some((&e, s)) = self.free.range_mut(v..).next() else {
             return false;
         };
-        self.free.remove(&s);
-        if s < v {
-            self.free.insert(s, v - 1);
+        let start = *s;
+        if start > v {
+            return false;
         }
         if v < e {
-            self.free.insert(v + 1, e);
+            // The interval keeps its end: it now starts after `v`.
+            *s = v + 1;
+            if start < v {
+                self.free.insert(v - 1, start);
+            }
+        } else {
+            self.free.remove(&e);
+            if start < v {
+                self.free.insert(v - 1, start);
+            }
         }
         true
     }
@@ -55,21 +71,19 @@ impl RangeIndex {
         if self.interval_of(v).is_some() {
             return;
         }
-        let mut start = v;
-        let mut end = v;
-        if v > 0 {
-            if let Some((&s, &e)) = self.free.range(..v).next_back() {
-                if e == v - 1 {
-                    start = s;
-                    self.free.remove(&s);
+        // The interval ending just below `v`, removed (its start is the merged start).
+        let left = v.checked_sub(1).and_then(|below| self.free.remove(&below));
+        let start = left.unwrap_or(v);
+        // The interval starting just above `v` keeps its end: extend it down in place.
+        if let Some(above) = v.checked_add(1) {
+            if let Some((_, s)) = self.free.range_mut(above..).next() {
+                if *s == above {
+                    *s = start;
+                    return;
                 }
             }
         }
-        if let Some(&e) = self.free.get(&(v + 1)) {
-            self.free.remove(&(v + 1));
-            end = e;
-        }
-        self.free.insert(start, end);
+        self.free.insert(v, start);
     }
 }
 
@@ -113,7 +127,7 @@ impl PoolIndex {
                     family: r.family(),
                     first,
                     last,
-                    free: BTreeMap::from([(first, last)]),
+                    free: BTreeMap::from([(last, first)]),
                 }
             })
             .collect();
@@ -240,7 +254,7 @@ impl PoolIndex {
         }
         let avoid = self.avoid_buggy;
         for r in self.ranges.iter_mut().filter(|r| r.family == family) {
-            while let Some(&s) = r.free.keys().next() {
+            while let Some(s) = r.lowest() {
                 let ip = from_u128(family, s)?;
                 if avoid && is_buggy_ip(&ip) {
                     r.take(s);

@@ -1,0 +1,256 @@
+//! Tests only: the free-space index before it was keyed by interval end (see the parent).
+
+//! Per-pool free-space index: which addresses of a pool are free, and the lowest free one.
+//!
+//! Each range keeps a `BTreeMap` of free intervals (`start -> end`, inclusive, as integers), so
+//! taking the lowest free address, taking a given address and giving one back are `O(log n)` in
+//! the number of intervals, never in the size of the range: an IPv6 /64 costs what an IPv4 /24
+//! costs. With `avoid-buggy-ips`, IPv4 `.0`/`.255` addresses are dropped from the free set when
+//! they reach the front of an interval (at most two steps each) and are never handed out.
+//!
+//! Must not: know about Services or sharing; it only tracks taken/free addresses.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ferrolb_config::addr::{from_u128, is_buggy_ip, to_u128};
+use ferrolb_config::{IpFamily, Pool};
+
+/// One range of a pool and its free intervals.
+#[derive(Debug, Clone)]
+struct RangeIndex {
+    family: IpFamily,
+    first: u128,
+    last: u128,
+    /// Free intervals: start -> end (inclusive), disjoint, non-adjacent.
+    free: BTreeMap<u128, u128>,
+}
+
+impl RangeIndex {
+    fn contains(&self, v: u128) -> bool {
+        self.first <= v && v <= self.last
+    }
+
+    /// The interval holding `v`, if `v` is free.
+    fn interval_of(&self, v: u128) -> Option<(u128, u128)> {
+        let (&s, &e) = self.free.range(..=v).next_back()?;
+        (v <= e).then_some((s, e))
+    }
+
+    /// Removes `v` from the free set; false if it was not free.
+    fn take(&mut self, v: u128) -> bool {
+        let Some((s, e)) = self.interval_of(v) else {
+            return false;
+        };
+        self.free.remove(&s);
+        if s < v {
+            self.free.insert(s, v - 1);
+        }
+        if v < e {
+            self.free.insert(v + 1, e);
+        }
+        true
+    }
+
+    /// Returns `v` to the free set, merging with neighbours.
+    fn give_back(&mut self, v: u128) {
+        if self.interval_of(v).is_some() {
+            return;
+        }
+        let mut start = v;
+        let mut end = v;
+        if v > 0 {
+            if let Some((&s, &e)) = self.free.range(..v).next_back() {
+                if e == v - 1 {
+                    start = s;
+                    self.free.remove(&s);
+                }
+            }
+        }
+        if let Some(&e) = self.free.get(&(v + 1)) {
+            self.free.remove(&(v + 1));
+            end = e;
+        }
+        self.free.insert(start, end);
+    }
+}
+
+/// The free-space index of one pool.
+#[derive(Debug, Clone)]
+pub struct PoolIndex {
+    name: String,
+    avoid_buggy: bool,
+    /// Ranges sorted by first address (so "lowest free" is lowest in address order per family).
+    ranges: Vec<RangeIndex>,
+    usable: u128,
+    in_use: u64,
+    /// Per family (`[IPv4, IPv6]`): assignable addresses and how many are taken, so "has a free
+    /// address of this family" is one comparison.
+    usable_by_family: [u128; 2],
+    in_use_by_family: [u64; 2],
+}
+
+/// Index of a family in per-family arrays.
+pub(crate) fn fam_idx(f: IpFamily) -> usize {
+    match f {
+        IpFamily::V4 => 0,
+        IpFamily::V6 => 1,
+    }
+}
+
+/// Number of IPv4 addresses `x <= n` with `x % 256` equal to 0 or 255.
+fn buggy_upto(n: u128) -> u128 {
+    (n / 256 + 1) + (n + 1) / 256
+}
+
+impl PoolIndex {
+    /// An index with every address of `pool` free.
+    pub fn new(pool: &Pool) -> PoolIndex {
+        let mut ranges: Vec<RangeIndex> = pool
+            .ranges
+            .iter()
+            .map(|r| {
+                let (first, last) = (to_u128(&r.first()), to_u128(&r.last()));
+                RangeIndex {
+                    family: r.family(),
+                    first,
+                    last,
+                    free: BTreeMap::from([(first, last)]),
+                }
+            })
+            .collect();
+        ranges.sort_by_key(|r| (r.family, r.first));
+        let usable_of = |r: &RangeIndex| {
+            let len = r.last - r.first + 1;
+            if pool.avoid_buggy_ips && r.family == IpFamily::V4 {
+                let below = if r.first == 0 {
+                    0
+                } else {
+                    buggy_upto(r.first - 1)
+                };
+                len - (buggy_upto(r.last) - below)
+            } else {
+                len
+            }
+        };
+        let mut usable_by_family = [0u128; 2];
+        for r in &ranges {
+            let f = fam_idx(r.family);
+            usable_by_family[f] = usable_by_family[f].saturating_add(usable_of(r));
+        }
+        PoolIndex {
+            name: pool.name.clone(),
+            avoid_buggy: pool.avoid_buggy_ips,
+            ranges,
+            usable: usable_by_family[0].saturating_add(usable_by_family[1]),
+            in_use: 0,
+            usable_by_family,
+            in_use_by_family: [0; 2],
+        }
+    }
+
+    /// True when the pool has a free assignable address of `family` (exactly when
+    /// [`PoolIndex::lowest_free`] would return one).
+    pub fn has_free(&self, family: IpFamily) -> bool {
+        let f = fam_idx(family);
+        u128::from(self.in_use_by_family[f]) < self.usable_by_family[f]
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Addresses this pool may hand out (excluding `.0`/`.255` with `avoid-buggy-ips`).
+    pub fn usable(&self) -> u128 {
+        self.usable
+    }
+
+    /// Addresses currently taken.
+    pub fn in_use(&self) -> u64 {
+        self.in_use
+    }
+
+    /// True when the pool has at least one range of `family`.
+    pub fn has_family(&self, family: IpFamily) -> bool {
+        self.ranges.iter().any(|r| r.family == family)
+    }
+
+    /// True when the pool may hand out `ip` (in a range, not excluded as buggy).
+    pub fn may_assign(&self, ip: &IpAddr) -> bool {
+        let v = to_u128(ip);
+        let fam = IpFamily::of(ip);
+        !(self.avoid_buggy && is_buggy_ip(ip))
+            && self.ranges.iter().any(|r| r.family == fam && r.contains(v))
+    }
+
+    /// True when `ip` is assignable and free.
+    pub fn is_free(&self, ip: &IpAddr) -> bool {
+        let v = to_u128(ip);
+        let fam = IpFamily::of(ip);
+        self.may_assign(ip)
+            && self
+                .ranges
+                .iter()
+                .any(|r| r.family == fam && r.interval_of(v).is_some())
+    }
+
+    /// Marks `ip` taken; false if it is not assignable here or already taken.
+    pub fn take(&mut self, ip: &IpAddr) -> bool {
+        if !self.may_assign(ip) {
+            return false;
+        }
+        let v = to_u128(ip);
+        let fam = IpFamily::of(ip);
+        let taken = self
+            .ranges
+            .iter_mut()
+            .find(|r| r.family == fam && r.contains(v))
+            .is_some_and(|r| r.take(v));
+        if taken {
+            self.in_use += 1;
+            self.in_use_by_family[fam_idx(fam)] += 1;
+        }
+        taken
+    }
+
+    /// Marks `ip` free again (no-op if it is not taken or not in the pool).
+    pub fn release(&mut self, ip: &IpAddr) {
+        if !self.may_assign(ip) {
+            return;
+        }
+        let v = to_u128(ip);
+        let fam = IpFamily::of(ip);
+        if let Some(r) = self
+            .ranges
+            .iter_mut()
+            .find(|r| r.family == fam && r.contains(v))
+        {
+            if r.interval_of(v).is_none() {
+                r.give_back(v);
+                self.in_use = self.in_use.saturating_sub(1);
+                let f = &mut self.in_use_by_family[fam_idx(fam)];
+                *f = f.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The lowest free address of `family`, without taking it. Buggy addresses met at the front
+    /// of an interval are dropped from the free set for good (they are never assignable).
+    pub fn lowest_free(&mut self, family: IpFamily) -> Option<IpAddr> {
+        if !self.has_free(family) {
+            return None;
+        }
+        let avoid = self.avoid_buggy;
+        for r in self.ranges.iter_mut().filter(|r| r.family == family) {
+            while let Some(&s) = r.free.keys().next() {
+                let ip = from_u128(family, s)?;
+                if avoid && is_buggy_ip(&ip) {
+                    r.take(s);
+                    continue;
+                }
+                return Some(ip);
+            }
+        }
+        None
+    }
+}
