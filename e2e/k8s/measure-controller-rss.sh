@@ -7,13 +7,18 @@
 #           the one the image ships); N: Service counts (default 0 1000 5000).
 # For each N: a fresh control plane (Service CIDR 10.128.0.0/12, no NodePorts), a pool of a /16,
 # the controller started, N LoadBalancer Services created, and once the last one has its address
-# the controller's peak (VmHWM) and current (VmRSS) resident set size are printed.
+# the controller's peak (VmHWM) and current (VmRSS) resident set size are printed, with its CPU
+# (utime + stime) over the whole run, the load average and the commit.
+# $PARALLEL (default 1): 1 creates the Services with one `kubectl apply` (as the figures in
+# docs/benchmarks.md before 2026-11-29 21:00); N > 1 with N parallel `kubectl create` (faster, and
+# without kubectl's last-applied-configuration annotation).
 # The addresses only exist as data in the test apiserver; nothing is announced.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BIN="${1:-${ROOT}/target/x86_64-unknown-linux-musl/release/ferrolb}"
 shift || true
 COUNTS=("${@:-0 1000 5000}")
+PARALLEL="${PARALLEL:-1}"
 read -r -a COUNTS <<<"${COUNTS[*]}"
 [[ -x "${BIN}" ]] || { echo "no binary ${BIN}" >&2; exit 2; }
 command -v kubectl >/dev/null || { echo "needs kubectl" >&2; exit 2; }
@@ -52,7 +57,17 @@ spec:
   selector: {{app: s{i:05d}}}
   ports: [{{port: 80, protocol: TCP}}]""")
 PY
-    kubectl apply -f "${STATE}/services.yaml" >/dev/null
+    if ((PARALLEL > 1)); then
+      awk -v parts="${PARALLEL}" -v dir="${STATE}" \
+        '/^---$/ { k = (k + 1) % parts } { print > (dir "/part." k ".yaml") }' "${STATE}/services.yaml"
+      creators=()
+      for f in "${STATE}"/part.*.yaml; do
+        kubectl create -f "${f}" >/dev/null & creators+=($!)
+      done
+      for c in "${creators[@]}"; do wait "${c}"; done
+    else
+      kubectl apply -f "${STATE}/services.yaml" >/dev/null
+    fi
     last="s$(printf %05d $((n - 1)))"
     for _ in $(seq 1 1200); do
       ip="$(kubectl -n apps get svc "${last}" -o jsonpath='{.status.loadBalancer.ingress[0].ip}' 2>/dev/null || true)"
@@ -60,7 +75,11 @@ PY
       sleep 0.5
     done
     [[ -n "${ip}" ]] || { echo "N=${n}: ${last} got no address" >&2; }
-    assigned="$(kubectl get svc -A -o jsonpath='{range .items[*]}{.status.loadBalancer.ingress[0].ip}{"\n"}{end}' | grep -c . || true)"
+    for _ in $(seq 1 120); do
+      assigned="$(kubectl get svc -A -o jsonpath='{range .items[*]}{.status.loadBalancer.ingress[0].ip}{"\n"}{end}' | grep -c . || true)"
+      ((assigned >= n)) && break
+      sleep 1
+    done
   else
     assigned=0
   fi
@@ -68,7 +87,7 @@ PY
   sleep 2
   hwm="$(field VmHWM "${pid}")"; rss="$(field VmRSS "${pid}")"
   cpu="$(awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/${pid}/stat")"
-  echo "N=${n} Services (${assigned} with an address, ${elapsed} s incl. kubectl apply): peak RSS $(kib "${hwm}"), RSS $(kib "${rss}"), CPU ${cpu} s"
+  echo "N=${n} Services (${assigned} with an address, ${elapsed} s incl. kubectl): peak RSS $(kib "${hwm}"), RSS $(kib "${rss}"), CPU ${cpu} s; load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git -C "${ROOT}" rev-parse --short HEAD)"
   kill "${pid}"; wait "${pid}" 2>/dev/null || true
   bash "${ROOT}/e2e/k8s/stop-testenv.sh" "${STATE}"
 done
