@@ -11,12 +11,19 @@
 # VIPs: IPv6 /128s from 2001:db8:100::/108.
 #
 # With --controller (or FERROLB_BENCH_CONTROLLER=1) it also measures `ferrolb controller` against
-# the throw-away apiserver of e2e/k8s/start-testenv.sh at the same sizes (slow: Services are
-# created through the API; untested so far).
+# the throw-away apiserver of e2e/k8s/start-testenv.sh (needs kubectl and curl), at the same sizes:
+# per size and repetition a fresh control plane (Service CIDR 10.128.0.0/12, no NodePorts, so 10k
+# Services fit), the controller started with a pool, n Services created while it runs (its
+# incremental path); case ferrolb-controller: the time until all n have an address, its CPU for
+# that (cpu_ms), VmHWM/RSS and idle CPU. Then the controller is restarted on the n assigned
+# Services; case ferrolb-controller-restart: VmHWM and CPU until it has planned them all, and
+# ip_changes, how many Services' addresses the restart changed (must be 0). FERROLB_BENCH_ONLY=
+# controller skips the speaker part.
 #
 # Usage (root): e2e/bench/memory.sh [--smoke] [--controller]
 # Output: a table on stderr, one JSON object per measurement on stdout:
 #   {"bench":"memory","case":PROCESS,"n":N,"vmhwm_kib":..,"rss_kib":..,"idle_cpu_pct":..,"settle_ms":..}
+#   (controller cases add "cpu_ms" and "ip_changes")
 # Measures target/release/ferrolb (built here) unless FERROLB_BIN is set.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -37,9 +44,6 @@ if [ "$smoke" = 1 ]; then
 else
   sizes=(0 1000 10000); reps=3; idle=10
 fi
-# Overrides for profiling one size, e.g. FERROLB_BENCH_SIZES=10000 FERROLB_BENCH_REPS=1.
-[ -n "${FERROLB_BENCH_SIZES:-}" ] && read -r -a sizes <<<"$FERROLB_BENCH_SIZES"
-reps=${FERROLB_BENCH_REPS:-$reps}
 
 if [ "$(id -u)" != 0 ]; then
   echo "memory.sh: needs root (network namespaces)" >&2
@@ -222,48 +226,108 @@ run_speaker_case() { # N REP
 }
 
 echo "memory benchmark ($([ "$smoke" = 1 ] && echo smoke || echo full); sizes ${sizes[*]}; median of $reps; idle window ${idle}s)" >&2
-for n in "${sizes[@]}"; do
-  for rep in $(seq 1 "$reps"); do
-    run_speaker_case "$n" "$rep"
+if [ "${FERROLB_BENCH_ONLY:-}" != controller ]; then
+  for n in "${sizes[@]}"; do
+    for rep in $(seq 1 "$reps"); do
+      run_speaker_case "$n" "$rep"
+    done
   done
-done
+fi
 
 # --- the controller against a throw-away apiserver (optional) ---
-run_controller_case() { # N REP
-  local n=$1 rep=$2 kc p t0 t1 c0 c1
-  kc=$testenv/kubeconfig
-  local kubectl=(kubectl --kubeconfig "$kc")
-  "${kubectl[@]}" delete namespace bench --wait=true >/dev/null 2>&1 || true
-  "${kubectl[@]}" create namespace bench >/dev/null
-  if [ "$n" -gt 0 ]; then
-    services_yaml "$n" >"$dir/svc.yaml"
-    "${kubectl[@]}" apply -f "$dir/svc.yaml" >/dev/null
-  fi
-  t0=$(now_ms)
-  RUST_LOG=warn "$FERROLB_BIN" controller --kubeconfig "$kc" >/dev/null 2>"$dir/controller.log" &
-  p=$!; pids+=("$p")
-  local limit=$((60 + n / 50)) start
-  start=$(date +%s)
-  until [ "$("${kubectl[@]}" get svc -n bench -o jsonpath='{range .items[*]}{.status.loadBalancer.ingress[0].ip}{"\n"}{end}' | grep -c .)" -ge "$n" ]; do
-    [ $(($(date +%s) - start)) -ge "$limit" ] && { echo "memory.sh: controller did not assign $n" >&2; break; }
-    sleep 0.5
+ctl_services() { # N PARTS -> PARTS files $dir/svc.K.yaml (created in parallel)
+  awk -v n="$1" -v parts="$2" -v dir="$dir" 'BEGIN {
+    for (i = 0; i < n; i++) printf "apiVersion: v1\nkind: Service\nmetadata:\n  name: s%05d\n  namespace: bench\nspec:\n  type: LoadBalancer\n  allocateLoadBalancerNodePorts: false\n  ipFamilies: [IPv4]\n  selector: {app: s%05d}\n  ports:\n  - port: 80\n    protocol: TCP\n---\n", i, i > (dir "/svc." (i % parts) ".yaml")
+  }'
+}
+ctl_in_use() { # PORT -> addresses in use per the controller's metrics
+  curl -fs "http://127.0.0.1:$1/metrics" 2>/dev/null |
+    awk '/^metallb_allocator_addresses_in_use_total/ { s += $2 } END { print s + 0 }'
+}
+ctl_assigned() { # KUBECONFIG -> "name ip" of every Service in namespace bench that has an address
+  kubectl --kubeconfig "$1" get svc -n bench \
+    -o jsonpath='{range .items[*]}{.metadata.name} {.status.loadBalancer.ingress[0].ip}{"\n"}{end}' |
+    awk 'NF == 2' | sort
+}
+ctl_start() { # KUBECONFIG PORT IDENTITY -> pid; waits for /readyz
+  RUST_LOG=warn "$FERROLB_BIN" controller --kubeconfig "$1" --identity "$3" \
+    --metrics-addr "127.0.0.1:$2" >/dev/null 2>>"$dir/controller.log" &
+  local p=$!
+  for _ in $(seq 1 300); do
+    curl -fs "http://127.0.0.1:$2/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
   done
+  echo "$p"
+}
+ctl_wait() { # PORT N LIMIT_S -> waits until the controller's metrics count N addresses in use
+  local t0
+  t0=$(date +%s)
+  until [ "$(ctl_in_use "$1")" -ge "$2" ]; do
+    if [ $(($(date +%s) - t0)) -ge "$3" ]; then
+      echo "memory.sh: controller has $(ctl_in_use "$1") of $2 addresses after $3 s" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+run_controller_case() { # N REP
+  local n=$1 rep=$2 kc port p t0 t1 c0 c1 cpu_run parts=4 k
+  testenv=$(SERVICE_CIDR=10.128.0.0/12 OWNER_PID=$$ bash e2e/k8s/start-testenv.sh 2>/dev/null | tail -1)
+  kc=$testenv/kubeconfig
+  kubectl --kubeconfig "$kc" create namespace metallb-system >/dev/null
+  kubectl --kubeconfig "$kc" create namespace bench >/dev/null
+  kubectl --kubeconfig "$kc" -n metallb-system create configmap config \
+    --from-literal=config="$(printf 'address-pools:\n- name: mem\n  protocol: layer2\n  addresses:\n  - 198.18.0.0/16\n')" >/dev/null
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  p=$(ctl_start "$kc" "$port" "bench-$rep"); pids+=("$p")
+  rm -f "$dir"/svc.*.yaml
+  t0=$(now_ms)
+  if [ "$n" -gt 0 ]; then
+    ctl_services "$n" "$parts"
+    local creators=()
+    for k in $(seq 0 $((parts - 1))); do
+      kubectl --kubeconfig "$kc" create -f "$dir/svc.$k.yaml" >/dev/null &
+      creators+=($!)
+    done
+    for k in "${creators[@]}"; do wait "$k" || echo "memory.sh: kubectl create failed" >&2; done
+    ctl_wait "$port" "$n" $((120 + n / 20)) || true
+    for _ in $(seq 1 120); do
+      [ "$(ctl_assigned "$kc" | grep -c .)" -ge "$n" ] && break
+      sleep 0.5
+    done
+  fi
   t1=$(now_ms)
+  cpu_run=$(cpu_ticks "$p")
   sleep 1
   c0=$(cpu_ticks "$p"); sleep "$idle"; c1=$(cpu_ticks "$p")
   echo "ferrolb-controller $n $rep $(status_kib "$p" VmHWM) $(status_kib "$p" VmRSS)" \
     "$(awk -v d=$((c1 - c0)) -v hz="$hz" -v s="$idle" 'BEGIN { printf "%.2f", 100 * d / hz / s }')" \
-    "$((t1 - t0))" >>"$results"
+    "$((t1 - t0))" "$((cpu_run * 1000 / hz))" 0 >>"$results"
+  # Restart on the n assigned Services: no address may change.
+  ctl_assigned "$kc" >"$dir/before"
   stop_pids
+  t0=$(now_ms)
+  p=$(ctl_start "$kc" "$port" "bench-$rep-restart"); pids+=("$p")
+  ctl_wait "$port" "$n" $((60 + n / 50)) || true
+  t1=$(now_ms)
+  cpu_run=$(cpu_ticks "$p")
+  sleep 1
+  c0=$(cpu_ticks "$p"); sleep "$idle"; c1=$(cpu_ticks "$p")
+  ctl_assigned "$kc" >"$dir/after"
+  local changed
+  changed=$(diff "$dir/before" "$dir/after" | grep -c '^>' || true)
+  [ "$changed" = 0 ] || echo "memory.sh: the controller restart changed $changed addresses" >&2
+  echo "ferrolb-controller-restart $n $rep $(status_kib "$p" VmHWM) $(status_kib "$p" VmRSS)" \
+    "$(awk -v d=$((c1 - c0)) -v hz="$hz" -v s="$idle" 'BEGIN { printf "%.2f", 100 * d / hz / s }')" \
+    "$((t1 - t0))" "$((cpu_run * 1000 / hz))" "$changed" >>"$results"
+  stop_pids
+  bash e2e/k8s/stop-testenv.sh "$testenv" >/dev/null 2>&1 || true
+  testenv=
 }
 if [ "$controller" = 1 ]; then
-  if ! command -v kubectl >/dev/null; then
-    echo "memory.sh: --controller needs kubectl; skipped" >&2
+  if ! command -v kubectl >/dev/null || ! command -v curl >/dev/null; then
+    echo "memory.sh: --controller needs kubectl and curl; skipped" >&2
   else
-    testenv=$(OWNER_PID=$$ bash e2e/k8s/start-testenv.sh | tail -1)
-    kubectl --kubeconfig "$testenv/kubeconfig" apply -f manifests/ >/dev/null 2>&1 || true
-    kubectl --kubeconfig "$testenv/kubeconfig" -n metallb-system create configmap config \
-      --from-literal=config="$(printf 'address-pools:\n- name: mem\n  protocol: layer2\n  addresses:\n  - 2001:db8:100::/108\n')" >/dev/null
     for n in "${sizes[@]}"; do
       for rep in $(seq 1 "$reps"); do run_controller_case "$n" "$rep"; done
     done
@@ -282,6 +346,7 @@ function median(arr, k,   i, j, t, m) {
   if (!(key in cnt)) { order[++nk] = key }
   c = ++cnt[key]
   hwm[key, c] = $4; rss[key, c] = $5; cpu[key, c] = $6; settle[key, c] = $7
+  if (NF >= 9) { run[key, c] = $8; changes[key, c] = $9; ctl[key] = 1 }
 }
 END {
   printf "%-20s %7s %12s %12s %12s %12s\n", "process", "n", "VmHWM MiB", "RSS MiB", "idle CPU %", "settle ms" > "/dev/stderr"
@@ -292,6 +357,13 @@ END {
     for (j = 1; j <= k; j++) { a[j] = cpu[key, j] }; u = median(a, k)
     for (j = 1; j <= k; j++) { a[j] = settle[key, j] }; s = median(a, k)
     printf "%-20s %7d %12.1f %12.1f %12.2f %12d\n", kp[1], kp[2], h / 1024, r / 1024, u, s > "/dev/stderr"
-    printf "{\"bench\":\"memory\",\"case\":\"%s\",\"n\":%d,\"vmhwm_kib\":%d,\"rss_kib\":%d,\"idle_cpu_pct\":%.2f,\"settle_ms\":%d,\"reps\":%d}\n", kp[1], kp[2], h, r, u, s, k
+    extra = ""
+    if (key in ctl) {
+      for (j = 1; j <= k; j++) { a[j] = run[key, j] }; m = median(a, k)
+      x = 0; for (j = 1; j <= k; j++) { if (changes[key, j] > x) x = changes[key, j] }
+      extra = sprintf(",\"cpu_ms\":%d,\"ip_changes\":%d", m, x)
+      printf "%-20s %7s   CPU until all assigned/planned: %d ms; addresses changed by the restart (max): %d\n", "", "", m, x > "/dev/stderr"
+    }
+    printf "{\"bench\":\"memory\",\"case\":\"%s\",\"n\":%d,\"vmhwm_kib\":%d,\"rss_kib\":%d,\"idle_cpu_pct\":%.2f,\"settle_ms\":%d,\"reps\":%d%s}\n", kp[1], kp[2], h, r, u, s, k, extra
   }
 }' "$results"
