@@ -20,7 +20,7 @@ use foldhash::SharedSeed;
 
 /// A 64-bit secret from the OS-seeded standard `RandomState` (each instance gets fresh keys).
 fn os_random_u64() -> u64 {
-    StdRandomState::new().hash_one(0x6665_7272_6f6c_62u64)
+    StdRandomState::new().hash_one(0x0066_6572_726f_6c62_u64)
 }
 
 fn shared_seed() -> &'static SharedSeed {
