@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_config::{ServiceKey, ServiceView};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -160,6 +160,18 @@ pub async fn run(
                 .reset(tokio::time::Instant::now() + RECONCILE_DEBOUNCE);
         }
         if run_now && state.leader && state.services_synced && state.config_synced {
+            // Take in what the Service watch has already delivered (deletions above all), so a
+            // pass never plans, and writes the status of, a Service whose Delete is queued.
+            for _ in 0..MAX_DRAINED_EVENTS {
+                match services_stream.next().now_or_never() {
+                    Some(Some(Ok(ev))) => {
+                        state.on_service_event(ev);
+                    }
+                    Some(Some(Err(e))) => warn!(error = %e, "Service watch error (retrying)"),
+                    Some(None) => return Err(ControllerError::WatchEnded { what: "Service" }),
+                    None => break,
+                }
+            }
             let again = state.reconcile_all().await;
             if again && !pending {
                 pending = true;
@@ -182,6 +194,9 @@ pub async fn run(
 
 /// How long events are gathered before one planning pass (see the main loop).
 const RECONCILE_DEBOUNCE: Duration = Duration::from_millis(25);
+
+/// Most queued Service events taken in right before a pass (the rest wait for the next one).
+const MAX_DRAINED_EVENTS: usize = 10_000;
 
 /// Most status writes of one pass; the rest wait for the next pass (25 ms later), so the watch
 /// streams are read between chunks. A pass that wrote the statuses of thousands of new Services
@@ -442,6 +457,12 @@ impl State {
                         self.store_written(updated);
                     }
                     Ok(None) => {}
+                    Err(kube::Error::Api(status)) if status.is_not_found() => {
+                        // Deleted since the watch told us about it: its Delete event is on the
+                        // way and releases the address; retrying would only repeat the 404.
+                        debug!(service = %key, "Service gone before its status was written");
+                        continue;
+                    }
                     Err(e) => {
                         warn!(service = %key, error = %e, "could not write status; will retry");
                         self.planner.touch(&key);
