@@ -9,30 +9,43 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use ferrolb_config::{Config, ServiceKey};
+use ferrolb_config::{Config, ServiceKey, ServiceView};
+#[cfg(test)]
 use ferrolb_controller::k8s::convert::service_view;
 use ferrolb_controller::reconcile::is_ours;
 use ferrolb_speaker::layer2::election::elections;
 use ferrolb_speaker::world::{AssignedService, NodeInfo, Readiness, World};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Node;
+#[cfg(test)]
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// The label an EndpointSlice carries to name its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// The Services this speaker announces: `type: LoadBalancer`, ours by class, with at least one
-/// address in `status.loadBalancer.ingress`. In `namespace/name` order.
+/// [`assigned_views`] straight from Services (converting every one).
+#[cfg(test)]
 pub fn assigned_services<'a>(
     services: impl IntoIterator<Item = &'a Service>,
     class: &str,
 ) -> Vec<AssignedService> {
-    let mut out: Vec<AssignedService> = services
+    let views: Vec<ServiceView> = services.into_iter().map(service_view).collect();
+    assigned_views(&views, class)
+}
+
+/// The Services this speaker announces: `type: LoadBalancer`, ours by class, with at least one
+/// address in `status.loadBalancer.ingress`. In `namespace/name` order.
+/// Takes Services already converted to views (the speaker keeps them between rebuilds).
+pub fn assigned_views<'a>(
+    views: impl IntoIterator<Item = &'a ServiceView>,
+    class: &str,
+) -> Vec<AssignedService> {
+    let mut out: Vec<AssignedService> = views
         .into_iter()
-        .map(service_view)
         .filter(|v| is_ours(v, class) && !v.ingress_ips.is_empty())
         .map(|v| AssignedService {
             ips: v.ingress_ips.clone(),
-            service: v,
+            service: v.clone(),
         })
         .collect();
     out.sort_by(|a, b| a.service.key.cmp(&b.service.key));

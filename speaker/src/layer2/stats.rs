@@ -132,9 +132,31 @@ impl Stats {
         }
     }
 
-    /// Records the addresses `node` answers for now.
+    /// Records the addresses `node` answers for now. The per-address series of every other
+    /// address are removed (counters and metrics alike), so an address no longer announced
+    /// leaves nothing behind: memory stays bounded by the addresses announced now.
     pub fn set_announced(&self, node: &str, ips: BTreeSet<IpAddr>) {
+        let mut counters = self.lock();
+        let stale: BTreeSet<IpAddr> = counters
+            .requests_received
+            .keys()
+            .chain(counters.responses_sent.keys())
+            .chain(counters.gratuitous_sent.keys())
+            .filter(|ip| !ips.contains(ip))
+            .copied()
+            .collect();
+        for ip in &stale {
+            counters.requests_received.remove(ip);
+            counters.responses_sent.remove(ip);
+            counters.gratuitous_sent.remove(ip);
+        }
         if let Some(m) = &self.metrics {
+            for ip in &stale {
+                let labels = ip_label(ip);
+                m.requests_received.remove(&labels);
+                m.responses_sent.remove(&labels);
+                m.gratuitous_sent.remove(&labels);
+            }
             m.announced.clear();
             for ip in &ips {
                 let labels = vec![
@@ -145,7 +167,7 @@ impl Stats {
                 m.announced.get_or_create(&labels).set(1);
             }
         }
-        self.lock().announced = ips;
+        counters.announced = ips;
     }
 
     pub fn snapshot(&self) -> Counters {
@@ -182,13 +204,14 @@ mod tests {
         let s = Stats::with_metrics(Layer2Metrics::register(&mut registry));
         let (a, b): (IpAddr, IpAddr) =
             ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        s.set_announced("n1", BTreeSet::from([a, b, c]));
         s.request(a);
         s.response(a);
         s.gratuitous(b);
         s.gratuitous(b);
         s.dropped(DropReason::NsBadChecksum);
         s.set_announced("n1", BTreeSet::from([a, b]));
-        s.set_announced("n1", BTreeSet::from([b]));
         let mut out = String::new();
         encode(&mut out, &registry).unwrap();
         for want in [
@@ -201,8 +224,60 @@ mod tests {
             assert!(out.contains(want), "missing {want} in\n{out}");
         }
         assert!(
-            !out.contains("metallb_speaker_announced{ip=\"192.0.2.1\""),
+            !out.contains("metallb_speaker_announced{ip=\"192.0.2.3\""),
             "lost address still announced:\n{out}"
+        );
+    }
+
+    #[test]
+    fn withdrawn_addresses_leave_no_series_behind() {
+        let mut registry = Registry::default();
+        let s = Stats::with_metrics(Layer2Metrics::register(&mut registry));
+        let (a, b): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        s.set_announced("n1", BTreeSet::from([a, b]));
+        for ip in [a, b] {
+            s.request(ip);
+            s.response(ip);
+            s.gratuitous(ip);
+        }
+        s.dropped(DropReason::NotOwned);
+        s.set_announced("n1", BTreeSet::from([b]));
+        let mut out = String::new();
+        encode(&mut out, &registry).unwrap();
+        assert!(!out.contains("192.0.2.1"), "withdrawn address kept:\n{out}");
+        for want in [
+            "metallb_layer2_requests_received_total{ip=\"2001:db8::1\"} 1",
+            "metallb_layer2_responses_sent_total{ip=\"2001:db8::1\"} 1",
+            "metallb_layer2_gratuitous_sent_total{ip=\"2001:db8::1\"} 1",
+            "ferrolb_layer2_dropped_total{reason=\"not_owned\"} 1",
+        ] {
+            assert!(out.contains(want), "missing {want} in\n{out}");
+        }
+        let c = s.snapshot();
+        assert_eq!(c.requests_received.keys().collect::<Vec<_>>(), vec![&b]);
+        assert_eq!(c.responses_sent.keys().collect::<Vec<_>>(), vec![&b]);
+        assert_eq!(c.gratuitous_sent.keys().collect::<Vec<_>>(), vec![&b]);
+        // Re-announced later, an address starts from zero; stopping removes everything.
+        s.set_announced("n1", BTreeSet::from([a, b]));
+        s.request(a);
+        assert_eq!(s.snapshot().requests_received[&a], 1);
+        s.set_announced("n1", BTreeSet::new());
+        let mut out = String::new();
+        encode(&mut out, &registry).unwrap();
+        assert!(!out.contains("ip=\""), "series left after stopping:\n{out}");
+        let c = s.snapshot();
+        assert!(
+            c.requests_received.is_empty()
+                && c.responses_sent.is_empty()
+                && c.gratuitous_sent.is_empty()
+                && c.announced.is_empty(),
+            "{c:?}"
+        );
+        assert_eq!(
+            c.dropped[&DropReason::NotOwned],
+            1,
+            "drops are not per address"
         );
     }
 }
