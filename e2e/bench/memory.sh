@@ -44,6 +44,9 @@ if [ "$smoke" = 1 ]; then
 else
   sizes=(0 1000 10000); reps=3; idle=10
 fi
+# Overrides for profiling one size, e.g. FERROLB_BENCH_SIZES=10000 FERROLB_BENCH_REPS=1.
+[ -n "${FERROLB_BENCH_SIZES:-}" ] && read -r -a sizes <<<"$FERROLB_BENCH_SIZES"
+reps=${FERROLB_BENCH_REPS:-$reps}
 
 if [ "$(id -u)" != 0 ]; then
   echo "memory.sh: needs root (network namespaces)" >&2
