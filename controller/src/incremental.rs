@@ -48,6 +48,8 @@ pub struct Planner<M> {
     freed: bool,
     /// Re-plan everything from the statuses at the next pass.
     replan: bool,
+    /// While a (re-)list runs: the Services it has named so far (see [`Planner::start_list`]).
+    listing: Option<BTreeSet<ServiceKey>>,
 }
 
 impl<M> Planner<M> {
@@ -61,6 +63,7 @@ impl<M> Planner<M> {
             failed: BTreeSet::new(),
             freed: false,
             replan: true,
+            listing: None,
         }
     }
 
@@ -150,10 +153,40 @@ impl<M> Planner<M> {
         Some(t)
     }
 
-    /// Replace every Service at once (a re-list): everything is re-planned at the next pass.
-    pub fn replace_all(&mut self, services: BTreeMap<ServiceKey, Tracked<M>>) {
-        self.services = services;
+    /// A (re-)list begins. Listed Services are stored as they come ([`Planner::upsert`] and
+    /// [`Planner::mark_listed`]) into the Services already known, so a re-list never holds a
+    /// second copy of every Service; [`Planner::finish_list`] then drops the ones it did not name.
+    pub fn start_list(&mut self) {
+        self.listing = Some(BTreeSet::new());
+    }
+
+    /// The running list named `key` (call it whether or not the listed copy was stored).
+    pub fn mark_listed(&mut self, key: &ServiceKey) {
+        if let Some(seen) = &mut self.listing {
+            seen.insert(key.clone());
+        }
+    }
+
+    /// True while a list runs (between [`Planner::start_list`] and [`Planner::finish_list`]).
+    pub fn is_listing(&self) -> bool {
+        self.listing.is_some()
+    }
+
+    /// The list is complete: Services it did not name are gone (deleted while the watch was
+    /// down) and are removed; everything is re-planned at the next pass. Returns the removed keys.
+    pub fn finish_list(&mut self) -> Vec<ServiceKey> {
+        let seen = self.listing.take().unwrap_or_default();
+        let gone: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for k in &gone {
+            self.remove(k);
+        }
         self.replan();
+        gone
     }
 
     /// Re-plan everything from the statuses at the next pass (restart path).
@@ -412,7 +445,8 @@ mod tests {
         Pass,
         Config(bool),
         Resync,
-        Relist,
+        /// A re-list after a watch gap in which Service n (if any) was deleted.
+        Relist(Option<u8>),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -423,7 +457,7 @@ mod tests {
             4 => Just(Op::Pass),
             1 => proptest::bool::ANY.prop_map(Op::Config),
             1 => Just(Op::Resync),
-            1 => Just(Op::Relist),
+            1 => proptest::option::of(0u8..20).prop_map(Op::Relist),
         ]
     }
 
@@ -512,9 +546,24 @@ mod tests {
                         }
                     }
                     Op::Resync => p.recheck_all(),
-                    Op::Relist => {
-                        let all = std::mem::take(&mut p.services);
-                        p.replace_all(all);
+                    Op::Relist(gone) => {
+                        // The watch was down: a re-list names every Service but `gone`
+                        // (deleted meanwhile), each as it is now.
+                        let listed: Vec<ServiceView> = p.views().filter(|v| Some(&v.key) != gone.map(key).as_ref()).cloned().collect();
+                        p.start_list();
+                        for v in listed {
+                            p.mark_listed(&v.key);
+                            p.upsert(v, ());
+                        }
+                        prop_assert!(p.is_listing());
+                        let removed = p.finish_list();
+                        prop_assert!(!p.is_listing());
+                        if let Some(n) = gone {
+                            prop_assert!(p.get(&key(n)).is_none());
+                            prop_assert!(removed.len() <= 1);
+                        } else {
+                            prop_assert!(removed.is_empty());
+                        }
                     }
                 }
             }

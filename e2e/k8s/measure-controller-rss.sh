@@ -12,6 +12,8 @@
 # $PARALLEL (default 1): 1 creates the Services with one `kubectl apply` (as the figures in
 # docs/benchmarks.md before 2026-11-29 21:00); N > 1 with N parallel `kubectl create` (faster, and
 # without kubectl's last-applied-configuration annotation).
+# $CONTROLLER_LOG: the controller's RUST_LOG (default warn); $APISERVER_FLAGS: extra
+# kube-apiserver flags (e.g. --v=1); $KEEP_LOGS: a directory to copy both logs into per N.
 # The addresses only exist as data in the test apiserver; nothing is announced.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -35,7 +37,7 @@ for n in "${COUNTS[@]}"; do
   kubectl -n metallb-system create configmap config \
     --from-literal=config=$'address-pools:\n- name: big\n  protocol: layer2\n  addresses:\n  - 198.18.0.0/16\n' >/dev/null
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  RUST_LOG=warn "${BIN}" controller --kubeconfig "${KUBECONFIG}" --identity rss \
+  RUST_LOG="${CONTROLLER_LOG:-warn}" "${BIN}" controller --kubeconfig "${KUBECONFIG}" --identity rss \
     --metrics-addr "127.0.0.1:${port}" >"${STATE}/controller.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do
@@ -89,5 +91,10 @@ PY
   cpu="$(awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/${pid}/stat")"
   echo "N=${n} Services (${assigned} with an address, ${elapsed} s incl. kubectl): peak RSS $(kib "${hwm}"), RSS $(kib "${rss}"), CPU ${cpu} s; load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git -C "${ROOT}" rev-parse --short HEAD)"
   kill "${pid}"; wait "${pid}" 2>/dev/null || true
+  if [[ -n "${KEEP_LOGS:-}" ]]; then
+    mkdir -p "${KEEP_LOGS}"
+    cp "${STATE}/controller.log" "${KEEP_LOGS}/controller.${n}.log"
+    cp "${STATE}/apiserver.log" "${KEEP_LOGS}/apiserver.${n}.log"
+  fi
   bash "${ROOT}/e2e/k8s/stop-testenv.sh" "${STATE}"
 done

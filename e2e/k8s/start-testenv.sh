@@ -8,6 +8,7 @@
 #   metallb-system/controller and metallb-system/speaker (bind them with manifests/rbac.yaml).
 # Ports: $ETCD_PORT, $ETCD_PEER_PORT, $APISERVER_PORT if set, else free ports picked here.
 # $SERVICE_CIDR: the Service cluster IP range (default 198.51.100.0/24, room for 254 Services).
+# $APISERVER_FLAGS: extra kube-apiserver flags (word-split; e.g. --v=1).
 # Binaries: $FERROLB_K8S_BIN if set, else e2e/k8s/build-kube-apiserver.sh (cached; builds once).
 # Prints the state directory on the last line of stdout. Stop with stop-testenv.sh STATE_DIR.
 # With $OWNER_PID set, a watchdog stops the control plane when that process is gone.
@@ -82,6 +83,7 @@ echo $! >"${STATE}/etcd.pid"
   --runtime-config discovery.k8s.io/v1beta1=false \
   --feature-gates MixedProtocolLBService=true,ServiceLBNodePortControl=true \
   --enable-priority-and-fairness=false \
+  ${APISERVER_FLAGS:-} \
   >"${STATE}/apiserver.log" 2>&1 &
 echo $! >"${STATE}/apiserver.pid"
 

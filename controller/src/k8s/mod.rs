@@ -27,14 +27,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_config::{ServiceKey, ServiceView};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::incremental::{Planner, Tracked};
+use crate::incremental::Planner;
 use crate::metrics::ControllerMetrics;
 use crate::reconcile::{self, ConfigGate, ConfigVerdict, StatusChange};
 use convert::ServiceMeta;
@@ -80,10 +81,7 @@ pub async fn run(
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ControllerError> {
-    let services_api: Api<Service> = Api::all(client.clone());
-    let mut services_stream = watcher::watcher(services_api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let (mut services_rx, services_task) = watch_services(Api::all(client.clone()));
     let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), &opts.namespace);
     let cm_fields = format!("metadata.name={}", opts.config_map);
     let mut cm_stream = watcher::watcher(cm_api, watcher::Config::default().fields(&cm_fields))
@@ -96,7 +94,6 @@ pub async fn run(
         writer: writer::Writer::new(client, opts.identity.clone()),
         metrics,
         planner: Planner::new(opts.load_balancer_class.clone()),
-        init_buffer: BTreeMap::new(),
         services_synced: false,
         config_map: None,
         config_synced: false,
@@ -120,12 +117,9 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             () = &mut debounce, if pending => { pending = false; run_now = true; }
-            ev = services_stream.next() => {
+            ev = services_rx.recv() => {
                 let Some(ev) = ev else { return Err(ControllerError::WatchEnded { what: "Service" }) };
-                match ev {
-                    Ok(ev) => { dirty = state.on_service_event(ev); }
-                    Err(e) => warn!(error = %e, "Service watch error (retrying)"),
-                }
+                dirty = state.on_service_event(ev);
             }
             ev = cm_stream.next() => {
                 let Some(ev) = ev else { return Err(ControllerError::WatchEnded { what: "ConfigMap" }) };
@@ -163,15 +157,25 @@ pub async fn run(
             // Take in what the Service watch has already delivered (deletions above all), so a
             // pass never plans, and writes the status of, a Service whose Delete is queued.
             for _ in 0..MAX_DRAINED_EVENTS {
-                match services_stream.next().now_or_never() {
-                    Some(Some(Ok(ev))) => {
+                match services_rx.try_recv() {
+                    Ok(ev) => {
                         state.on_service_event(ev);
                     }
-                    Some(Some(Err(e))) => warn!(error = %e, "Service watch error (retrying)"),
-                    Some(None) => return Err(ControllerError::WatchEnded { what: "Service" }),
-                    None => break,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        return Err(ControllerError::WatchEnded { what: "Service" })
+                    }
                 }
             }
+        }
+        // No pass while a re-list is half read: Services deleted while the watch was down are
+        // only known to be gone once it completes (its completion asks for a pass).
+        if run_now
+            && state.leader
+            && state.services_synced
+            && state.config_synced
+            && !state.planner.is_listing()
+        {
             let again = state.reconcile_all().await;
             if again && !pending {
                 pending = true;
@@ -182,6 +186,7 @@ pub async fn run(
         }
     }
     info!("controller stopping; releasing the lease");
+    services_task.abort();
     drop(leader_rx);
     match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
         Ok(Ok(Ok(_))) => debug!("lease released"),
@@ -190,6 +195,70 @@ pub async fn run(
         Err(_) => warn!("timed out releasing the lease"),
     }
     Ok(())
+}
+
+/// A Service watch event as the main loop receives it: each Service already made compact by
+/// the watch task, so a queued event costs a compact view, not the full object.
+#[derive(Debug)]
+enum ServiceUpdate {
+    /// A (re-)list begins.
+    ListStart,
+    /// One Service of the running list.
+    Listed(ServiceView, ServiceMeta),
+    /// The list is complete.
+    ListDone,
+    /// A Service was created or changed.
+    Changed(ServiceView, ServiceMeta),
+    /// A Service was deleted.
+    Deleted(ServiceKey),
+}
+
+impl From<Event<Service>> for ServiceUpdate {
+    fn from(ev: Event<Service>) -> Self {
+        match ev {
+            Event::Init => ServiceUpdate::ListStart,
+            Event::InitApply(svc) => {
+                let (view, meta) = convert::compact(svc);
+                ServiceUpdate::Listed(view, meta)
+            }
+            Event::InitDone => ServiceUpdate::ListDone,
+            Event::Apply(svc) => {
+                let (view, meta) = convert::compact(svc);
+                ServiceUpdate::Changed(view, meta)
+            }
+            Event::Delete(svc) => ServiceUpdate::Deleted(convert::service_key(&svc)),
+        }
+    }
+}
+
+/// Read the Service watch in a task of its own, so its connection is drained while the main
+/// loop waits on status writes. A pass that wrote thousands of statuses left the watch unread;
+/// the apiserver then sent nothing more on it until the watch timed out ~5 minutes later (seen
+/// at 10k Services). The channel is unbounded: what it holds is what the watch delivered and
+/// the main loop has not yet taken in, compact.
+fn watch_services(
+    api: Api<Service>,
+) -> (
+    mpsc::UnboundedReceiver<ServiceUpdate>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(ev) => {
+                    if tx.send(ServiceUpdate::from(ev)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => warn!(error = %e, "Service watch error (retrying)"),
+            }
+        }
+    });
+    (rx, task)
 }
 
 /// How long events are gathered before one planning pass (see the main loop).
@@ -210,8 +279,6 @@ struct State {
     metrics: ControllerMetrics,
     /// The Services (compact), the allocator kept between passes, what changed.
     planner: Planner<ServiceMeta>,
-    /// Services of a (re-)list in progress.
-    init_buffer: BTreeMap<ServiceKey, Tracked<ServiceMeta>>,
     services_synced: bool,
     config_map: Option<ConfigMap>,
     config_synced: bool,
@@ -243,9 +310,8 @@ impl State {
         matches!((stored, meta.revision()), (Some(old), Some(new)) if old > new)
     }
 
-    /// Keep `svc` (compact) unless the stored copy is newer. True when it changed.
-    fn store(&mut self, svc: Service) -> bool {
-        let (view, meta) = convert::compact(svc);
+    /// Keep a Service (compact) unless the stored copy is newer. True when it changed.
+    fn store(&mut self, view: ServiceView, meta: ServiceMeta) -> bool {
         if self.is_outdated(&view, &meta) {
             return false;
         }
@@ -260,33 +326,30 @@ impl State {
         }
     }
 
-    fn on_service_event(&mut self, ev: Event<Service>) -> bool {
+    fn on_service_event(&mut self, ev: ServiceUpdate) -> bool {
         self.metrics.updates.inc();
         match ev {
-            Event::Init => {
-                self.init_buffer.clear();
+            ServiceUpdate::ListStart => {
+                self.planner.start_list();
                 false
             }
-            Event::InitApply(svc) => {
-                let (view, meta) = convert::compact(svc);
-                self.init_buffer
-                    .insert(view.key.clone(), Tracked { view, meta });
+            ServiceUpdate::Listed(view, meta) => {
+                self.planner.mark_listed(&view.key);
+                self.store(view, meta);
                 false
             }
-            Event::InitDone => {
-                self.planner
-                    .replace_all(std::mem::take(&mut self.init_buffer));
-                let known = &self.planner;
-                self.last_failure.retain(|k, _| known.get(k).is_some());
+            ServiceUpdate::ListDone => {
+                for key in self.planner.finish_list() {
+                    self.last_failure.remove(&key);
+                }
                 if !self.services_synced {
                     info!(services = self.planner.len(), "Service list read");
                 }
                 self.services_synced = true;
                 true
             }
-            Event::Apply(svc) => self.store(svc),
-            Event::Delete(svc) => {
-                let key = convert::service_key(&svc);
+            ServiceUpdate::Changed(view, meta) => self.store(view, meta),
+            ServiceUpdate::Deleted(key) => {
                 self.planner.remove(&key);
                 self.last_failure.remove(&key);
                 true
