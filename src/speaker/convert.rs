@@ -12,16 +12,173 @@ use std::net::{IpAddr, SocketAddr};
 use ferrolb_config::{Config, ServiceKey, ServiceView};
 #[cfg(test)]
 use ferrolb_controller::k8s::convert::service_view;
+use ferrolb_controller::k8s::convert::ALLOCATOR_ANNOTATION_PREFIX;
 use ferrolb_controller::reconcile::is_ours;
 use ferrolb_speaker::layer2::election::elections;
 use ferrolb_speaker::world::{AssignedService, NodeInfo, Readiness, World};
-use k8s_openapi::api::core::v1::Node;
-#[cfg(test)]
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LoadBalancerIngress, LoadBalancerStatus, Node, NodeAddress, NodeCondition,
+    NodeStatus, Service, ServicePort, ServiceSpec, ServiceStatus,
+};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use kube::api::ObjectMeta;
 
 /// The label an EndpointSlice carries to name its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+// What the speaker keeps of each watched object. The caches hold the latest object of every
+// Service, EndpointSlice and Node in the cluster for as long as it exists, and a full object
+// carries much the speaker never reads: `metadata.managedFields` (one JSON tree per field
+// manager), `kubectl apply`'s last-applied-configuration annotation (a second copy of the
+// object), a Node's image list and capacities. Each watch event's object is cut down to what the
+// conversions here and `ferrolb_controller::k8s::convert::service_view` read before it is
+// cached (the tests below convert objects before and after and compare). A new read of a field
+// in those conversions must keep that field here too.
+
+/// Cuts a Service down to what [`service_view`](ferrolb_controller::k8s::convert::service_view)
+/// and `Resource::object_ref` (the `nodeAssigned` Event) read: name, namespace, uid,
+/// resourceVersion, labels, the `metallb.universe.tf/` annotations (the only ones any ferrolb
+/// decision reads; the controller keeps the same), the spec fields the view is made of, each
+/// port's protocol and number, and the ingress IPs of the status.
+pub fn strip_service(svc: &mut Service) {
+    let meta = std::mem::take(&mut svc.metadata);
+    let annotations = meta.annotations.map(|mut a| {
+        a.retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
+        a
+    });
+    svc.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        labels: meta.labels,
+        annotations: annotations.filter(|a| !a.is_empty()),
+        ..ObjectMeta::default()
+    };
+    svc.spec = svc.spec.take().map(|s| ServiceSpec {
+        // The view reads `clusterIP` only when `clusterIPs` is missing.
+        cluster_ip: if s.cluster_ips.is_none() {
+            s.cluster_ip
+        } else {
+            None
+        },
+        cluster_ips: s.cluster_ips,
+        type_: s.type_,
+        load_balancer_class: s.load_balancer_class,
+        ip_families: s.ip_families,
+        ip_family_policy: s.ip_family_policy,
+        load_balancer_ip: s.load_balancer_ip,
+        ports: s.ports.map(|ports| {
+            ports
+                .into_iter()
+                .map(|p| ServicePort {
+                    port: p.port,
+                    protocol: p.protocol,
+                    ..ServicePort::default()
+                })
+                .collect()
+        }),
+        external_traffic_policy: s.external_traffic_policy,
+        selector: s.selector,
+        ..ServiceSpec::default()
+    });
+    let ingress: Vec<LoadBalancerIngress> = svc
+        .status
+        .take()
+        .and_then(|s| s.load_balancer)
+        .and_then(|lb| lb.ingress)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| i.ip.is_some())
+        .map(|i| LoadBalancerIngress {
+            ip: i.ip,
+            ..LoadBalancerIngress::default()
+        })
+        .collect();
+    if !ingress.is_empty() {
+        svc.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(ingress),
+            }),
+            ..ServiceStatus::default()
+        });
+    }
+}
+
+/// Cuts an EndpointSlice down to what [`readiness`] reads: name and namespace, the
+/// `kubernetes.io/service-name` label, and the node name of each endpoint that counts (ready or
+/// nil, on a node); other endpoints, addresses, ports and hints go.
+pub fn strip_endpoint_slice(slice: &mut EndpointSlice) {
+    let meta = std::mem::take(&mut slice.metadata);
+    let labels = meta.labels.map(|mut l| {
+        l.retain(|k, _| k == SERVICE_NAME_LABEL);
+        l
+    });
+    slice.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        labels: labels.filter(|l| !l.is_empty()),
+        ..ObjectMeta::default()
+    };
+    slice.ports = None;
+    slice.endpoints = std::mem::take(&mut slice.endpoints)
+        .into_iter()
+        .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .filter_map(|ep| {
+            Some(Endpoint {
+                node_name: Some(ep.node_name?),
+                ..Endpoint::default()
+            })
+        })
+        .collect();
+}
+
+/// Cuts a Node down to what [`node_info`], [`ready_nodes`] and [`node_join_addresses`] read:
+/// name, labels, the `Ready` condition's type and status, and the `InternalIP` addresses (in
+/// order). Spec, images, capacities and the other conditions go.
+pub fn strip_node(node: &mut Node) {
+    let meta = std::mem::take(&mut node.metadata);
+    node.metadata = ObjectMeta {
+        name: meta.name,
+        labels: meta.labels,
+        ..ObjectMeta::default()
+    };
+    node.spec = None;
+    node.status = node.status.take().map(|s| NodeStatus {
+        conditions: s.conditions.map(|cs| {
+            cs.into_iter()
+                .filter(|c| c.type_ == "Ready")
+                .map(|c| NodeCondition {
+                    type_: c.type_,
+                    status: c.status,
+                    ..NodeCondition::default()
+                })
+                .collect()
+        }),
+        addresses: s.addresses.map(|addrs| {
+            addrs
+                .into_iter()
+                .filter(|a| a.type_ == "InternalIP")
+                .map(|a| NodeAddress {
+                    type_: a.type_,
+                    address: a.address,
+                })
+                .collect()
+        }),
+        ..NodeStatus::default()
+    });
+}
+
+/// Cuts the config ConfigMap down to its name, namespace and `data` (where `config` is read).
+pub fn strip_config_map(cm: &mut ConfigMap) {
+    let meta = std::mem::take(&mut cm.metadata);
+    cm.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        ..ObjectMeta::default()
+    };
+    cm.binary_data = None;
+}
 
 /// [`assigned_views`] straight from Services (converting every one).
 #[cfg(test)]
@@ -290,6 +447,292 @@ mod tests {
             "address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [192.0.2.100-192.0.2.110]\n- name: b\n  protocol: bgp\n  addresses: [203.0.113.0/28]\n",
         )
         .unwrap()
+    }
+
+    /// A Service as the apiserver sends it after `kubectl apply` and a status write: managed
+    /// fields of two managers, the last-applied annotation, every spec field set.
+    fn full_service(cluster_ips: bool) -> Service {
+        let mut v = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "web",
+                "namespace": "shop",
+                "uid": "8d0c7c2e-0000-4000-8000-000000000001",
+                "resourceVersion": "4711",
+                "generation": 3,
+                "creationTimestamp": "2026-11-29T10:00:00Z",
+                "labels": {"app": "web", "tier": "front"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"web\"}}",
+                    "metallb.universe.tf/address-pool": "l2",
+                    "metallb.universe.tf/allow-shared-ip": "k1",
+                    "example.com/owner": "team-a"
+                },
+                "finalizers": ["service.kubernetes.io/load-balancer-cleanup"],
+                "managedFields": [
+                    {"manager": "kubectl", "operation": "Apply", "apiVersion": "v1",
+                     "time": "2026-11-29T10:00:00Z", "fieldsType": "FieldsV1",
+                     "fieldsV1": {"f:spec": {"f:ports": {"k:{\"port\":80,\"protocol\":\"TCP\"}": {".": {}, "f:port": {}}},
+                                             "f:selector": {}, "f:type": {}}}},
+                    {"manager": "ferrolb-controller", "operation": "Update", "apiVersion": "v1",
+                     "time": "2026-11-29T10:00:01Z", "fieldsType": "FieldsV1", "subresource": "status",
+                     "fieldsV1": {"f:status": {"f:loadBalancer": {"f:ingress": {}}}}}
+                ]
+            },
+            "spec": {
+                "type": "LoadBalancer",
+                "loadBalancerClass": "ferrolb",
+                "clusterIP": "198.51.100.9",
+                "ipFamilies": ["IPv6", "IPv4"],
+                "ipFamilyPolicy": "RequireDualStack",
+                "loadBalancerIP": "192.0.2.100",
+                "externalTrafficPolicy": "Local",
+                "internalTrafficPolicy": "Cluster",
+                "healthCheckNodePort": 31000,
+                "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 10800}},
+                "allocateLoadBalancerNodePorts": true,
+                "externalIPs": ["203.0.113.7"],
+                "loadBalancerSourceRanges": ["192.0.2.0/24"],
+                "selector": {"app": "web"},
+                "ports": [
+                    {"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080, "nodePort": 30080, "appProtocol": "http"},
+                    {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": "dns", "nodePort": 30053},
+                    {"name": "noproto", "port": 8443, "targetPort": 8443}
+                ]
+            },
+            "status": {
+                "loadBalancer": {"ingress": [
+                    {"ip": "192.0.2.100", "ipMode": "VIP", "ports": [{"port": 80, "protocol": "TCP"}]},
+                    {"hostname": "lb.example.com"},
+                    {"ip": "2001:db8::64"}
+                ]},
+                "conditions": [{"type": "Ready", "status": "True", "reason": "x", "message": "y",
+                                "lastTransitionTime": "2026-11-29T10:00:01Z"}]
+            }
+        });
+        if cluster_ips {
+            v["spec"]["clusterIPs"] = serde_json::json!(["2001:db8::1", "198.51.100.9"]);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_stripped_service_converts_to_the_same_view_and_event_reference() {
+        for cluster_ips in [true, false] {
+            let full = full_service(cluster_ips);
+            let mut stripped = full.clone();
+            strip_service(&mut stripped);
+            let mut want = service_view(&full);
+            want.annotations
+                .retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
+            assert_eq!(
+                want.annotations.len(),
+                2,
+                "the allocator's annotations stay"
+            );
+            assert_eq!(service_view(&stripped), want);
+            assert_eq!(want.ports.len(), 3);
+            assert_eq!(want.ingress_ips.len(), 2);
+            assert_eq!(want.cluster_ips.len(), if cluster_ips { 2 } else { 1 });
+            use kube::Resource;
+            assert_eq!(stripped.object_ref(&()), full.object_ref(&()));
+            assert_eq!(stripped.metadata.resource_version.as_deref(), Some("4711"));
+            assert_eq!(
+                assigned_services([&stripped], "ferrolb"),
+                assigned_views([&want], "ferrolb")
+            );
+            assert_eq!(assigned_services([&stripped], "ferrolb").len(), 1);
+            // What goes: the managers' field trees, the last-applied copy, the rest of the spec.
+            assert!(stripped.metadata.managed_fields.is_none());
+            assert!(stripped.metadata.finalizers.is_none());
+            let json = serde_json::to_string(&stripped).unwrap();
+            for gone in [
+                "last-applied",
+                "example.com/owner",
+                "sessionAffinity",
+                "nodePort",
+                "targetPort",
+                "lb.example.com",
+                "conditions",
+                "ipMode",
+            ] {
+                assert!(!json.contains(gone), "{gone} kept: {json}");
+            }
+            assert!(
+                json.len() * 2 < serde_json::to_string(&full).unwrap().len(),
+                "much smaller"
+            );
+        }
+        // Nothing to strip: still the same view; a Service without status stays without one.
+        let mut bare = svc("bare", &[], "Cluster");
+        bare.status = None;
+        let mut s = bare.clone();
+        strip_service(&mut s);
+        assert_eq!(service_view(&s), service_view(&bare));
+        assert!(s.status.is_none());
+    }
+
+    #[test]
+    fn a_stripped_endpoint_slice_gives_the_same_readiness() {
+        let full: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "web-x1",
+                "namespace": "shop",
+                "resourceVersion": "12",
+                "labels": {"kubernetes.io/service-name": "web",
+                           "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": "web",
+                                     "uid": "8d0c7c2e-0000-4000-8000-000000000001"}],
+                "managedFields": [{"manager": "kube-controller-manager", "operation": "Update",
+                                   "apiVersion": "discovery.k8s.io/v1", "fieldsType": "FieldsV1",
+                                   "fieldsV1": {"f:endpoints": {}}}]
+            },
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["198.51.100.1"], "nodeName": "node-a",
+                 "conditions": {"ready": true, "serving": true, "terminating": false},
+                 "targetRef": {"kind": "Pod", "name": "web-1", "namespace": "shop"},
+                 "zone": "z1"},
+                {"addresses": ["198.51.100.2"], "nodeName": "node-b",
+                 "conditions": {"ready": false}},
+                {"addresses": ["198.51.100.3"], "nodeName": "node-c"},
+                {"addresses": ["198.51.100.4"], "conditions": {"ready": true}}
+            ],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+        }))
+        .unwrap();
+        let mut unlabelled = full.clone();
+        unlabelled.metadata.labels = None;
+        unlabelled.metadata.name = Some("other".into());
+        let mut other = slice("db", &[("node-b", Some(true)), ("node-a", Some(false))]);
+        other.metadata.managed_fields = full.metadata.managed_fields.clone();
+        let all = [full, unlabelled, other];
+        let mut stripped = all.clone();
+        stripped.iter_mut().for_each(strip_endpoint_slice);
+        let (before, after) = (readiness(&all), readiness(&stripped));
+        assert_eq!(after, before);
+        let web = ServiceKey::new("shop", "web");
+        assert!(after.ready_on(&web, "node-a") && after.ready_on(&web, "node-c"));
+        assert!(!after.ready_on(&web, "node-b"));
+        assert_eq!(stripped[0].endpoints.len(), 2, "only endpoints that count");
+        assert!(stripped[0].ports.is_none() && stripped[0].metadata.managed_fields.is_none());
+        assert_eq!(
+            stripped[0].metadata.labels.as_ref().map(BTreeMap::len),
+            Some(1)
+        );
+        assert_eq!(stripped[0].metadata.name.as_deref(), Some("web-x1"));
+    }
+
+    #[test]
+    fn a_stripped_node_gives_the_same_info_liveness_and_join_addresses() {
+        let node_json = |name: &str, ready: &str, addrs: serde_json::Value| {
+            serde_json::from_value::<Node>(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "uid": "u",
+                    "resourceVersion": "9",
+                    "labels": {"kubernetes.io/hostname": name, "zone": "z1"},
+                    "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
+                    "managedFields": [{"manager": "kubelet", "operation": "Update",
+                                       "apiVersion": "v1", "fieldsType": "FieldsV1",
+                                       "fieldsV1": {"f:status": {"f:images": {}}}}]
+                },
+                "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]},
+                "status": {
+                    "addresses": addrs,
+                    "conditions": [
+                        {"type": "MemoryPressure", "status": "False"},
+                        {"type": "Ready", "status": ready, "reason": "KubeletReady",
+                         "message": "kubelet is posting ready status",
+                         "lastHeartbeatTime": "2026-11-29T10:00:00Z"}
+                    ],
+                    "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110"},
+                    "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
+                    "images": [{"names": ["registry.example/app@sha256:00", "registry.example/app:1"],
+                                "sizeBytes": 123456}],
+                    "nodeInfo": {"architecture": "amd64", "bootID": "b", "containerRuntimeVersion": "c",
+                                 "kernelVersion": "k", "kubeProxyVersion": "", "kubeletVersion": "v1.33",
+                                 "machineID": "m", "operatingSystem": "linux", "osImage": "o",
+                                 "systemUUID": "s"},
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}
+                }
+            }))
+            .unwrap()
+        };
+        let all = [
+            node_json(
+                "a",
+                "True",
+                serde_json::json!([{"type": "Hostname", "address": "a"},
+                                   {"type": "InternalIP", "address": "192.0.2.11"}]),
+            ),
+            // The first InternalIP does not parse: the Node gives no join address (kept so).
+            node_json(
+                "b",
+                "True",
+                serde_json::json!([{"type": "InternalIP", "address": "not-an-ip"},
+                                   {"type": "InternalIP", "address": "192.0.2.12"}]),
+            ),
+            node_json(
+                "c",
+                "False",
+                serde_json::json!([{"type": "ExternalIP", "address": "203.0.113.5"},
+                                   {"type": "InternalIP", "address": "2001:db8::13"}]),
+            ),
+            node("d", "True", None, &[]),
+        ];
+        let mut stripped = all.clone();
+        stripped.iter_mut().for_each(strip_node);
+        for me in ["a", "c", "zz"] {
+            assert_eq!(node_info(me, &stripped), node_info(me, &all));
+            assert_eq!(
+                node_join_addresses(me, &stripped, 7946),
+                node_join_addresses(me, &all, 7946)
+            );
+        }
+        assert_eq!(node_info("a", &stripped).labels.len(), 2);
+        assert_eq!(ready_nodes(&stripped), ready_nodes(&all));
+        assert_eq!(node_join_addresses("a", &stripped, 7946).len(), 1);
+        let json = serde_json::to_string(&stripped[0]).unwrap();
+        for gone in [
+            "images",
+            "nodeInfo",
+            "capacity",
+            "podCIDR",
+            "managedFields",
+            "MemoryPressure",
+            "Hostname",
+        ] {
+            assert!(!json.contains(gone), "{gone} kept: {json}");
+        }
+    }
+
+    #[test]
+    fn a_stripped_config_map_keeps_its_data() {
+        let mut cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "config", "namespace": "metallb-system",
+                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                         "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+            "data": {"config": "address-pools: []\n"}
+        }))
+        .unwrap();
+        strip_config_map(&mut cm);
+        assert_eq!(cm.metadata.name.as_deref(), Some("config"));
+        assert_eq!(cm.metadata.namespace.as_deref(), Some("metallb-system"));
+        assert!(cm.metadata.managed_fields.is_none() && cm.metadata.annotations.is_none());
+        assert_eq!(
+            cm.data
+                .as_ref()
+                .and_then(|d| d.get("config"))
+                .map(String::as_str),
+            Some("address-pools: []\n")
+        );
     }
 
     #[test]

@@ -10,7 +10,11 @@
 //! - Liveness: memberlist when `--ml-bind` is given, else the Nodes' `Ready` condition.
 //! - Nothing is announced until the four lists have been read once. When the apiserver goes
 //!   away the watchers retry with backoff and the announcements in force stay as they are.
-//! - Event `nodeAssigned` on a Service when this node becomes its layer2 announcer.
+//! - Event `nodeAssigned` on a Service when this node becomes its layer2 announcer (each with a
+//!   fresh `Recorder`: a shared one keeps every Event it sent for six minutes).
+//! - Each watched object is cut down to what the conversions read before it is cached
+//!   (`convert::strip_*`: no managedFields, no last-applied copy, no Node images); the caches
+//!   hold what the speaker needs of every Service, EndpointSlice and Node in the cluster.
 //! - Watch events only update the caches; the world is rebuilt at most [`DEBOUNCE`] after the
 //!   first event since the last rebuild (a burst costs one rebuild), converting only the
 //!   Services whose `resourceVersion` changed. [`TRIM_AFTER`] a rebuild, freed heap pages go
@@ -246,12 +250,21 @@ impl<K: Resource> Cache<K> {
     }
 }
 
-fn stream<K>(api: Api<K>, cfg: watcher::Config) -> BoxStream<'static, watcher::Result<Event<K>>>
+/// The watch of one kind; `strip` cuts each object down to what the speaker reads before it
+/// reaches the cache (the `convert::strip_*` functions).
+fn stream<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    strip: fn(&mut K),
+) -> BoxStream<'static, watcher::Result<Event<K>>>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    watcher::watcher(api, cfg).default_backoff().boxed()
+    watcher::watcher(api, cfg)
+        .modify(strip)
+        .default_backoff()
+        .boxed()
 }
 
 /// One watched kind: its cache and its stream, re-created if it ever ends.
@@ -325,18 +338,27 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let c = client.clone();
     let mut services = Watched::new("Service", move || {
-        stream(Api::<Service>::all(c.clone()), watcher::Config::default())
+        stream(
+            Api::<Service>::all(c.clone()),
+            watcher::Config::default(),
+            convert::strip_service,
+        )
     });
     let c = client.clone();
     let mut slices = Watched::new("EndpointSlice", move || {
         stream(
             Api::<EndpointSlice>::all(c.clone()),
             watcher::Config::default(),
+            convert::strip_endpoint_slice,
         )
     });
     let c = client.clone();
     let mut nodes = Watched::new("Node", move || {
-        stream(Api::<Node>::all(c.clone()), watcher::Config::default())
+        stream(
+            Api::<Node>::all(c.clone()),
+            watcher::Config::default(),
+            convert::strip_node,
+        )
     });
     let c = client.clone();
     let (ns, cm_name) = (opts.namespace.clone(), opts.config_map.clone());
@@ -344,15 +366,13 @@ pub async fn run(
         stream(
             Api::<ConfigMap>::namespaced(c.clone(), &ns),
             watcher::Config::default().fields(&format!("metadata.name={cm_name}")),
+            convert::strip_config_map,
         )
     });
-    let recorder = Recorder::new(
-        client,
-        Reporter {
-            controller: REPORTER.to_string(),
-            instance: Some(opts.node.clone()),
-        },
-    );
+    let reporter = Reporter {
+        controller: REPORTER.to_string(),
+        instance: Some(opts.node.clone()),
+    };
     let mut gate = ConfigGate::default();
     let mut config_dirty = false;
     let mut last_cm_text: Option<String> = None;
@@ -547,7 +567,10 @@ pub async fn run(
                 .get(&format!("{}/{}", key.namespace, key.name));
             if let Some(svc) = svc {
                 let reference = svc.object_ref(&());
-                let recorder = recorder.clone();
+                // A fresh Recorder per Event: clones of one share kube's cache of every Event
+                // published in the last six minutes (kept to count repeats as a series), which
+                // under churn grows with the churn rate. Each win is reported once anyway.
+                let recorder = Recorder::new(client.clone(), reporter.clone());
                 let note = format!("announcing from node {:?}", opts.node);
                 // Never wait for the apiserver here: announcing must not depend on it.
                 tokio::spawn(async move {
