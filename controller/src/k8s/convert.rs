@@ -64,7 +64,9 @@ impl ServiceMeta {
 /// The controller's compact copy of a Service, taking the object apart instead of copying it:
 /// the view with only the annotations the allocator reads and no labels (the allocator reads
 /// none; `kubectl apply`'s last-applied-configuration alone is often larger than the rest), plus
-/// the uid and resourceVersion. The object itself (with its managedFields) is dropped.
+/// the uid and resourceVersion. The object itself (with its managedFields) is dropped. The ports
+/// and the selector are read only by the sharing rules, so they are kept only for a Service with
+/// an `allow-shared-ip` key (a selector alone costs a B-tree node of ~0.5 KiB per Service).
 pub fn compact(svc: Service) -> (ServiceView, ServiceMeta) {
     let Service {
         metadata,
@@ -78,13 +80,15 @@ pub fn compact(svc: Service) -> (ServiceView, ServiceMeta) {
     let mut annotations = metadata.annotations.unwrap_or_default();
     annotations.retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
     let ingress = ingress_of(status.as_ref());
-    let view = view_of(
-        key,
-        spec.unwrap_or_default(),
-        annotations,
-        BTreeMap::new(),
-        ingress,
-    );
+    let shares = annotations
+        .get(ferrolb_config::service::annotations::ALLOW_SHARED_IP)
+        .is_some_and(|k| !k.trim().is_empty());
+    let mut spec = spec.unwrap_or_default();
+    if !shares {
+        spec.ports = None;
+        spec.selector = None;
+    }
+    let view = view_of(key, spec, annotations, BTreeMap::new(), ingress);
     let meta = ServiceMeta {
         uid: metadata.uid,
         resource_version: metadata.resource_version,
@@ -120,13 +124,16 @@ fn view_of(
         .iter()
         .filter_map(|s| s.parse().ok())
         .collect();
+    // From a borrowed list: collecting from `into_iter()` would reuse the k8s-openapi list's
+    // allocation (room for several full `ServicePort`s) for the small converted ones.
     let ports = spec
         .ports
+        .as_deref()
         .unwrap_or_default()
-        .into_iter()
+        .iter()
         .filter_map(|p| {
             Some(ServicePort {
-                protocol: p.protocol.unwrap_or_else(|| "TCP".to_string()),
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".to_string()),
                 port: u16::try_from(p.port).ok()?,
             })
         })
@@ -198,6 +205,7 @@ mod tests {
                 cluster_ips: Some(vec!["2001:db8::1".into(), "198.51.100.9".into()]),
                 load_balancer_ip: Some(String::new()),
                 external_traffic_policy: Some("Local".into()),
+                selector: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
                 ports: Some(vec![k8s_openapi::api::core::v1::ServicePort {
                     port: 80,
                     protocol: Some("UDP".into()),
@@ -269,11 +277,36 @@ mod tests {
             .retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
         assert_eq!(view, expected);
         assert_eq!(view.annotations.len(), 1, "allow-shared-ip kept");
+        assert!(!view.ports.is_empty(), "a sharing Service keeps its ports");
+        assert!(!view.selector.is_empty(), "and its selector");
         assert_eq!(meta.revision(), Some(42));
         assert_eq!(
             meta.object_ref(&view.key),
             kube::Resource::object_ref(&s, &())
         );
+    }
+
+    #[test]
+    fn compact_drops_ports_and_selector_of_a_service_that_shares_nothing() {
+        for key in [None, Some("  ")] {
+            let mut s = svc();
+            let a = s.metadata.annotations.get_or_insert_with(BTreeMap::new);
+            a.remove(ferrolb_config::service::annotations::ALLOW_SHARED_IP);
+            if let Some(k) = key {
+                a.insert(
+                    ferrolb_config::service::annotations::ALLOW_SHARED_IP.into(),
+                    k.into(),
+                );
+            }
+            let full = service_view(&s);
+            let (view, _) = compact(s);
+            assert!(view.ports.is_empty() && view.selector.is_empty(), "{key:?}");
+            let mut expected = full;
+            expected.labels.clear();
+            expected.ports.clear();
+            expected.selector.clear();
+            assert_eq!(view, expected, "everything else kept ({key:?})");
+        }
     }
 
     #[test]
