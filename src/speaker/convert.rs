@@ -12,131 +12,124 @@ use std::net::{IpAddr, SocketAddr};
 use ferrolb_config::{Config, ServiceKey, ServiceView};
 #[cfg(test)]
 use ferrolb_controller::k8s::convert::service_view;
-use ferrolb_controller::k8s::convert::ALLOCATOR_ANNOTATION_PREFIX;
+use ferrolb_controller::k8s::convert::ServiceMeta;
 use ferrolb_controller::reconcile::is_ours;
 use ferrolb_speaker::layer2::election::elections;
 use ferrolb_speaker::world::{AssignedService, NodeInfo, Readiness, World};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, LoadBalancerIngress, LoadBalancerStatus, Node, NodeAddress, NodeCondition,
-    NodeStatus, Service, ServicePort, ServiceSpec, ServiceStatus,
+    ConfigMap, Node, NodeAddress, NodeCondition, NodeStatus, ObjectReference, Service, ServiceSpec,
+    ServiceStatus,
 };
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ObjectMeta;
 
 /// The label an EndpointSlice carries to name its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-// What the speaker keeps of each watched object. The caches hold the latest object of every
-// Service, EndpointSlice and Node in the cluster for as long as it exists, and a full object
-// carries much the speaker never reads: `metadata.managedFields` (one JSON tree per field
-// manager), `kubectl apply`'s last-applied-configuration annotation (a second copy of the
-// object), a Node's image list and capacities. Each watch event's object is cut down to what the
-// conversions here and `ferrolb_controller::k8s::convert::service_view` read before it is
-// cached (the tests below convert objects before and after and compare). A new read of a field
-// in those conversions must keep that field here too.
+// What the speaker keeps of each watched object. The caches hold something of every Service,
+// EndpointSlice and Node in the cluster for as long as it exists, and a full object carries much
+// the speaker never reads: `metadata.managedFields` (one JSON tree per field manager), `kubectl
+// apply`'s last-applied-configuration annotation (a second copy of the object), a Node's image
+// list, and the k8s-openapi structs themselves are large (a Service with empty fields is ~1 KiB).
+// So each watch event's object is turned into what the speaker reads before it is cached:
+// Services into a small view and the Event reference, EndpointSlices into their Service and
+// ready nodes, Nodes and the ConfigMap cut down. The tests below convert objects both ways and
+// compare. A new read of a field must be added here too.
 
-/// Cuts a Service down to what [`service_view`](ferrolb_controller::k8s::convert::service_view)
-/// and `Resource::object_ref` (the `nodeAssigned` Event) read: name, namespace, uid,
-/// resourceVersion, labels, the `metallb.universe.tf/` annotations (the only ones any ferrolb
-/// decision reads; the controller keeps the same), the spec fields the view is made of, each
-/// port's protocol and number, and the ingress IPs of the status.
-pub fn strip_service(svc: &mut Service) {
-    let meta = std::mem::take(&mut svc.metadata);
-    let annotations = meta.annotations.map(|mut a| {
-        a.retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
-        a
-    });
-    svc.metadata = ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        uid: meta.uid,
-        resource_version: meta.resource_version,
-        labels: meta.labels,
-        annotations: annotations.filter(|a| !a.is_empty()),
-        ..ObjectMeta::default()
-    };
-    svc.spec = svc.spec.take().map(|s| ServiceSpec {
-        // The view reads `clusterIP` only when `clusterIPs` is missing.
-        cluster_ip: if s.cluster_ips.is_none() {
-            s.cluster_ip
-        } else {
-            None
-        },
-        cluster_ips: s.cluster_ips,
-        type_: s.type_,
-        load_balancer_class: s.load_balancer_class,
-        ip_families: s.ip_families,
-        ip_family_policy: s.ip_family_policy,
-        load_balancer_ip: s.load_balancer_ip,
-        ports: s.ports.map(|ports| {
-            ports
-                .into_iter()
-                .map(|p| ServicePort {
-                    port: p.port,
-                    protocol: p.protocol,
-                    ..ServicePort::default()
-                })
-                .collect()
-        }),
-        external_traffic_policy: s.external_traffic_policy,
-        selector: s.selector,
-        ..ServiceSpec::default()
-    });
-    let ingress: Vec<LoadBalancerIngress> = svc
-        .status
-        .take()
-        .and_then(|s| s.load_balancer)
-        .and_then(|lb| lb.ingress)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|i| i.ip.is_some())
-        .map(|i| LoadBalancerIngress {
-            ip: i.ip,
-            ..LoadBalancerIngress::default()
-        })
-        .collect();
-    if !ingress.is_empty() {
-        svc.status = Some(ServiceStatus {
-            load_balancer: Some(LoadBalancerStatus {
-                ingress: Some(ingress),
-            }),
-            ..ServiceStatus::default()
-        });
+/// What the speaker keeps of a Service: the view its decisions read and what its `nodeAssigned`
+/// Event refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedService {
+    pub view: ServiceView,
+    pub meta: ServiceMeta,
+}
+
+impl CachedService {
+    /// The Event reference `Resource::object_ref` would give for the Service.
+    pub fn object_ref(&self) -> ObjectReference {
+        self.meta.object_ref(&self.view.key)
     }
 }
 
-/// Cuts an EndpointSlice down to what [`readiness`] reads: name and namespace, the
-/// `kubernetes.io/service-name` label, and the node name of each endpoint that counts (ready or
-/// nil, on a node); other endpoints, addresses, ports and hints go.
-pub fn strip_endpoint_slice(slice: &mut EndpointSlice) {
-    let meta = std::mem::take(&mut slice.metadata);
-    let labels = meta.labels.map(|mut l| {
-        l.retain(|k, _| k == SERVICE_NAME_LABEL);
-        l
+/// A Service as the speaker keeps it. Its view has only what the speaker reads (the key,
+/// `spec.type`, `spec.loadBalancerClass`, `spec.externalTrafficPolicy` and the ingress IPs of
+/// the status: [`assigned_views`], the announcers' elections and advertisements, the config
+/// gate's breakage check); the other fields of the view are empty. Those fields are converted
+/// by [`service_view`](ferrolb_controller::k8s::convert::service_view) itself, so they mean
+/// what they mean to the controller.
+pub fn cached_service(svc: Service) -> CachedService {
+    let Service {
+        metadata,
+        spec,
+        status,
+    } = svc;
+    let spec = spec.map(|s| ServiceSpec {
+        type_: s.type_,
+        load_balancer_class: s.load_balancer_class,
+        external_traffic_policy: s.external_traffic_policy,
+        ..ServiceSpec::default()
     });
-    slice.metadata = ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        labels: labels.filter(|l| !l.is_empty()),
-        ..ObjectMeta::default()
+    let status = status.map(|s| ServiceStatus {
+        load_balancer: s.load_balancer,
+        ..ServiceStatus::default()
+    });
+    let meta = ServiceMeta {
+        uid: metadata.uid,
+        resource_version: metadata.resource_version,
     };
-    slice.ports = None;
-    slice.endpoints = std::mem::take(&mut slice.endpoints)
-        .into_iter()
-        .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-        .filter_map(|ep| {
-            Some(Endpoint {
-                node_name: Some(ep.node_name?),
-                ..Endpoint::default()
-            })
-        })
-        .collect();
+    let small = Service {
+        metadata: ObjectMeta {
+            name: metadata.name,
+            namespace: metadata.namespace,
+            ..ObjectMeta::default()
+        },
+        spec,
+        status,
+    };
+    CachedService {
+        view: ferrolb_controller::k8s::convert::service_view(&small),
+        meta,
+    }
 }
 
-/// Cuts a Node down to what [`node_info`], [`ready_nodes`] and [`node_join_addresses`] read:
+/// What the speaker keeps of an EndpointSlice: its Service (the `kubernetes.io/service-name`
+/// label; none without it) and the nodes of its endpoints that count for [`readiness`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedSlice {
+    pub service: Option<ServiceKey>,
+    pub ready_nodes: Vec<String>,
+}
+
+/// An EndpointSlice as the speaker keeps it: an endpoint counts when its `conditions.ready` is
+/// not false (nil means ready) and it names a node.
+pub fn cached_slice(slice: EndpointSlice) -> CachedSlice {
+    let EndpointSlice {
+        metadata,
+        endpoints,
+        ..
+    } = slice;
+    let service = metadata
+        .labels
+        .and_then(|mut l| l.remove(SERVICE_NAME_LABEL))
+        .map(|name| ServiceKey::new(metadata.namespace.unwrap_or_default(), name));
+    let mut ready_nodes: Vec<String> = endpoints
+        .into_iter()
+        .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .filter_map(|ep| ep.node_name)
+        .collect();
+    ready_nodes.sort();
+    ready_nodes.dedup();
+    ready_nodes.shrink_to_fit();
+    CachedSlice {
+        service,
+        ready_nodes,
+    }
+}
+
+/// A Node as the speaker keeps it: cut down to what [`node_info`], [`ready_nodes`] and [`node_join_addresses`] read:
 /// name, labels, the `Ready` condition's type and status, and the `InternalIP` addresses (in
 /// order). Spec, images, capacities and the other conditions go.
-pub fn strip_node(node: &mut Node) {
+pub fn cached_node(mut node: Node) -> Node {
     let meta = std::mem::take(&mut node.metadata);
     node.metadata = ObjectMeta {
         name: meta.name,
@@ -167,10 +160,12 @@ pub fn strip_node(node: &mut Node) {
         }),
         ..NodeStatus::default()
     });
+    node
 }
 
-/// Cuts the config ConfigMap down to its name, namespace and `data` (where `config` is read).
-pub fn strip_config_map(cm: &mut ConfigMap) {
+/// The config ConfigMap as the speaker keeps it: its name, namespace and `data` (where
+/// `config` is read).
+pub fn cached_config_map(mut cm: ConfigMap) -> ConfigMap {
     let meta = std::mem::take(&mut cm.metadata);
     cm.metadata = ObjectMeta {
         name: meta.name,
@@ -178,6 +173,7 @@ pub fn strip_config_map(cm: &mut ConfigMap) {
         ..ObjectMeta::default()
     };
     cm.binary_data = None;
+    cm
 }
 
 /// [`assigned_views`] straight from Services (converting every one).
@@ -209,32 +205,19 @@ pub fn assigned_views<'a>(
     out
 }
 
-/// Per Service, the nodes hosting at least one ready endpoint: EndpointSlices are matched to
-/// their Service by the `kubernetes.io/service-name` label; an endpoint counts when its
-/// `conditions.ready` is not false (nil means ready) and it names a node.
-pub fn readiness<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Readiness {
+/// Per Service, the nodes hosting at least one ready endpoint ([`cached_slice`]): slices are
+/// matched to their Service by the `kubernetes.io/service-name` label.
+pub fn readiness<'a>(slices: impl IntoIterator<Item = &'a CachedSlice>) -> Readiness {
     let mut ready: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
     for slice in slices {
-        let Some(service) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        else {
+        let (Some(service), false) = (&slice.service, slice.ready_nodes.is_empty()) else {
             continue;
         };
-        let ns = slice.metadata.namespace.clone().unwrap_or_default();
-        let nodes = ready
-            .entry(ServiceKey::new(ns, service.clone()))
-            .or_default();
-        for ep in &slice.endpoints {
-            let is_ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            if let (true, Some(node)) = (is_ready, ep.node_name.as_ref()) {
-                nodes.insert(node.clone());
-            }
-        }
+        ready
+            .entry(service.clone())
+            .or_default()
+            .extend(slice.ready_nodes.iter().cloned());
     }
-    ready.retain(|_, nodes| !nodes.is_empty());
     Readiness::Nodes(ready)
 }
 
@@ -518,64 +501,70 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
-    #[test]
-    fn a_stripped_service_converts_to_the_same_view_and_event_reference() {
-        for cluster_ips in [true, false] {
-            let full = full_service(cluster_ips);
-            let mut stripped = full.clone();
-            strip_service(&mut stripped);
-            let mut want = service_view(&full);
-            want.annotations
-                .retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
-            assert_eq!(
-                want.annotations.len(),
-                2,
-                "the allocator's annotations stay"
-            );
-            assert_eq!(service_view(&stripped), want);
-            assert_eq!(want.ports.len(), 3);
-            assert_eq!(want.ingress_ips.len(), 2);
-            assert_eq!(want.cluster_ips.len(), if cluster_ips { 2 } else { 1 });
-            use kube::Resource;
-            assert_eq!(stripped.object_ref(&()), full.object_ref(&()));
-            assert_eq!(stripped.metadata.resource_version.as_deref(), Some("4711"));
-            assert_eq!(
-                assigned_services([&stripped], "ferrolb"),
-                assigned_views([&want], "ferrolb")
-            );
-            assert_eq!(assigned_services([&stripped], "ferrolb").len(), 1);
-            // What goes: the managers' field trees, the last-applied copy, the rest of the spec.
-            assert!(stripped.metadata.managed_fields.is_none());
-            assert!(stripped.metadata.finalizers.is_none());
-            let json = serde_json::to_string(&stripped).unwrap();
-            for gone in [
-                "last-applied",
-                "example.com/owner",
-                "sessionAffinity",
-                "nodePort",
-                "targetPort",
-                "lb.example.com",
-                "conditions",
-                "ipMode",
-            ] {
-                assert!(!json.contains(gone), "{gone} kept: {json}");
-            }
-            assert!(
-                json.len() * 2 < serde_json::to_string(&full).unwrap().len(),
-                "much smaller"
-            );
-        }
-        // Nothing to strip: still the same view; a Service without status stays without one.
-        let mut bare = svc("bare", &[], "Cluster");
-        bare.status = None;
-        let mut s = bare.clone();
-        strip_service(&mut s);
-        assert_eq!(service_view(&s), service_view(&bare));
-        assert!(s.status.is_none());
+    /// [`readiness`] straight from EndpointSlice objects.
+    fn ready(slices: &[EndpointSlice]) -> Readiness {
+        let cached: Vec<CachedSlice> = slices.iter().cloned().map(cached_slice).collect();
+        readiness(&cached)
     }
 
     #[test]
-    fn a_stripped_endpoint_slice_gives_the_same_readiness() {
+    fn a_cached_service_keeps_what_the_speaker_reads_and_its_event_reference() {
+        use kube::Resource;
+        let mut variants = vec![full_service(true), full_service(false)];
+        let mut other = full_service(true);
+        other.spec.as_mut().unwrap().load_balancer_class = Some("someone-else".into());
+        other.spec.as_mut().unwrap().external_traffic_policy = None;
+        variants.push(other);
+        let mut cip = full_service(false);
+        cip.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        cip.status = None;
+        variants.push(cip);
+        let mut bare = svc("bare", &[], "Cluster");
+        bare.spec = None;
+        variants.push(bare);
+        for full in variants {
+            let want = service_view(&full);
+            let got = cached_service(full.clone());
+            let v = &got.view;
+            // What the speaker reads is what the controller's conversion gives ...
+            assert_eq!(v.key, want.key);
+            assert_eq!(v.is_load_balancer, want.is_load_balancer);
+            assert_eq!(v.load_balancer_class, want.load_balancer_class);
+            assert_eq!(v.external_traffic_policy, want.external_traffic_policy);
+            assert_eq!(v.ingress_ips, want.ingress_ips);
+            for class in ["ferrolb", "someone-else", ""] {
+                assert_eq!(is_ours(v, class), is_ours(&want, class));
+                let ips = |a: Vec<AssignedService>| -> Vec<(ServiceKey, Vec<IpAddr>)> {
+                    a.into_iter().map(|s| (s.service.key, s.ips)).collect()
+                };
+                assert_eq!(
+                    ips(assigned_views([v], class)),
+                    ips(assigned_views([&want], class))
+                );
+            }
+            // ... and the Event points at the same object.
+            assert_eq!(got.object_ref(), full.object_ref(&()));
+            // The rest is not kept.
+            assert!(v.annotations.is_empty() && v.labels.is_empty() && v.selector.is_empty());
+            assert!(v.ports.is_empty() && v.cluster_ips.is_empty() && v.ip_families.is_empty());
+            assert_eq!(v.load_balancer_ip, None);
+        }
+        let full = full_service(true);
+        let got = cached_service(full.clone());
+        assert_eq!(
+            got.view.ingress_ips.len(),
+            2,
+            "the hostname entry has no IP"
+        );
+        assert_eq!(got.meta.resource_version.as_deref(), Some("4711"));
+        assert_eq!(
+            assigned_views([&got.view], "ferrolb")[0].ips,
+            service_view(&full).ingress_ips
+        );
+    }
+
+    #[test]
+    fn a_cached_slice_keeps_its_service_and_the_nodes_that_count() {
         let full: EndpointSlice = serde_json::from_value(serde_json::json!({
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
@@ -593,38 +582,49 @@ mod tests {
             },
             "addressType": "IPv4",
             "endpoints": [
-                {"addresses": ["198.51.100.1"], "nodeName": "node-a",
+                {"addresses": ["198.51.100.1"], "nodeName": "node-c",
                  "conditions": {"ready": true, "serving": true, "terminating": false},
                  "targetRef": {"kind": "Pod", "name": "web-1", "namespace": "shop"},
                  "zone": "z1"},
                 {"addresses": ["198.51.100.2"], "nodeName": "node-b",
                  "conditions": {"ready": false}},
-                {"addresses": ["198.51.100.3"], "nodeName": "node-c"},
+                {"addresses": ["198.51.100.3"], "nodeName": "node-a"},
+                {"addresses": ["198.51.100.5"], "nodeName": "node-a"},
                 {"addresses": ["198.51.100.4"], "conditions": {"ready": true}}
             ],
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
         }))
         .unwrap();
+        let web = ServiceKey::new("shop", "web");
+        assert_eq!(
+            cached_slice(full.clone()),
+            CachedSlice {
+                service: Some(web.clone()),
+                ready_nodes: vec!["node-a".into(), "node-c".into()],
+            }
+        );
         let mut unlabelled = full.clone();
         unlabelled.metadata.labels = None;
-        unlabelled.metadata.name = Some("other".into());
-        let mut other = slice("db", &[("node-b", Some(true)), ("node-a", Some(false))]);
-        other.metadata.managed_fields = full.metadata.managed_fields.clone();
-        let all = [full, unlabelled, other];
-        let mut stripped = all.clone();
-        stripped.iter_mut().for_each(strip_endpoint_slice);
-        let (before, after) = (readiness(&all), readiness(&stripped));
-        assert_eq!(after, before);
-        let web = ServiceKey::new("shop", "web");
-        assert!(after.ready_on(&web, "node-a") && after.ready_on(&web, "node-c"));
-        assert!(!after.ready_on(&web, "node-b"));
-        assert_eq!(stripped[0].endpoints.len(), 2, "only endpoints that count");
-        assert!(stripped[0].ports.is_none() && stripped[0].metadata.managed_fields.is_none());
-        assert_eq!(
-            stripped[0].metadata.labels.as_ref().map(BTreeMap::len),
-            Some(1)
-        );
-        assert_eq!(stripped[0].metadata.name.as_deref(), Some("web-x1"));
+        assert_eq!(cached_slice(unlabelled.clone()).service, None);
+        let mut none_ready = full.clone();
+        none_ready.metadata.labels = Some(BTreeMap::from([(
+            SERVICE_NAME_LABEL.to_string(),
+            "idle".to_string(),
+        )]));
+        none_ready
+            .endpoints
+            .retain(|e| e.node_name.as_deref() == Some("node-b"));
+        let r = ready(&[
+            full,
+            unlabelled,
+            none_ready,
+            slice("web", &[("node-d", Some(true))]),
+        ]);
+        assert!(["node-a", "node-c"].iter().all(|n| r.ready_on(&web, n)));
+        assert!(!r.ready_on(&web, "node-b"));
+        assert!(!r.ready_on(&web, "node-d"), "another namespace's slice");
+        assert!(r.ready_on(&ServiceKey::new("default", "web"), "node-d"));
+        assert!(!r.ready_anywhere(&ServiceKey::new("shop", "idle")));
     }
 
     #[test]
@@ -687,8 +687,7 @@ mod tests {
             ),
             node("d", "True", None, &[]),
         ];
-        let mut stripped = all.clone();
-        stripped.iter_mut().for_each(strip_node);
+        let stripped: Vec<Node> = all.iter().cloned().map(cached_node).collect();
         for me in ["a", "c", "zz"] {
             assert_eq!(node_info(me, &stripped), node_info(me, &all));
             assert_eq!(
@@ -715,14 +714,14 @@ mod tests {
 
     #[test]
     fn a_stripped_config_map_keeps_its_data() {
-        let mut cm: ConfigMap = serde_json::from_value(serde_json::json!({
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "config", "namespace": "metallb-system",
                          "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
                          "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
             "data": {"config": "address-pools: []\n"}
         }))
         .unwrap();
-        strip_config_map(&mut cm);
+        let cm = cached_config_map(cm);
         assert_eq!(cm.metadata.name.as_deref(), Some("config"));
         assert_eq!(cm.metadata.namespace.as_deref(), Some("metallb-system"));
         assert!(cm.metadata.managed_fields.is_none() && cm.metadata.annotations.is_none());
@@ -761,7 +760,7 @@ mod tests {
     fn readiness_by_node_from_slices() {
         let mut unlabelled = slice("x", &[("node-c", None)]);
         unlabelled.metadata.labels = None;
-        let r = readiness(&[
+        let r = ready(&[
             slice("web", &[("node-a", Some(true)), ("node-b", Some(false))]),
             // A second slice of the same Service; nil `ready` means ready.
             slice("web", &[("node-c", None)]),
@@ -819,7 +818,7 @@ mod tests {
                     labels: BTreeMap::new(),
                 },
                 services.clone(),
-                readiness(&[
+                ready(&[
                     slice("web", &[(ready_on, Some(true))]),
                     slice("bgp", &[("a", Some(true)), ("b", Some(true))]),
                 ]),
@@ -837,7 +836,7 @@ mod tests {
         assert!(newly_won(&now, &now).is_empty());
         // No endpoint anywhere: nobody wins.
         let mut none = w("a", "a");
-        none.readiness = readiness(&[slice("web", &[("a", Some(false))])]);
+        none.readiness = ready(&[slice("web", &[("a", Some(false))])]);
         assert!(layer2_won(&none).is_empty());
     }
 
@@ -855,7 +854,7 @@ mod tests {
                         labels: BTreeMap::new(),
                     },
                     services.clone(),
-                    readiness(&[slice("web", &[("c", Some(true))])]),
+                    ready(&[slice("web", &[("c", Some(true))])]),
                     live.clone(),
                 );
                 !layer2_won(&w).is_empty()

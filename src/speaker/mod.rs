@@ -12,13 +12,13 @@
 //!   away the watchers retry with backoff and the announcements in force stay as they are.
 //! - Event `nodeAssigned` on a Service when this node becomes its layer2 announcer (each with a
 //!   fresh `Recorder`: a shared one keeps every Event it sent for six minutes).
-//! - Each watched object is cut down to what the conversions read before it is cached
-//!   (`convert::strip_*`: no managedFields, no last-applied copy, no Node images); the caches
-//!   hold what the speaker needs of every Service, EndpointSlice and Node in the cluster.
+//! - Each watched object is converted as it arrives into what the speaker reads of it
+//!   (`convert::cached_*`): a Service into a small view and its Event reference, an
+//!   EndpointSlice into its Service and ready nodes, a Node and the ConfigMap cut down. No
+//!   managedFields, no last-applied copy, no Node images are kept.
 //! - Watch events only update the caches; the world is rebuilt at most [`DEBOUNCE`] after the
-//!   first event since the last rebuild (a burst costs one rebuild), converting only the
-//!   Services whose `resourceVersion` changed. [`TRIM_AFTER`] a rebuild, freed heap pages go
-//!   back to the system.
+//!   first event since the last rebuild (a burst costs one rebuild). [`TRIM_AFTER`] a rebuild,
+//!   freed heap pages go back to the system.
 //!
 //! Must not: decide announcements (the announcers do, from the world), or parse configuration
 //! beyond handing it to `ferrolb_config`.
@@ -162,58 +162,22 @@ impl Debounce {
     }
 }
 
-/// Each cached Service's [`ServiceView`](ferrolb_config::ServiceView), converted again only
-/// when its `resourceVersion` changed: a rebuild converts the changed Services, not all.
-#[derive(Debug, Default)]
-struct ServiceViews {
-    memo: BTreeMap<String, (Option<String>, ferrolb_config::ServiceView)>,
-}
-
-impl ServiceViews {
-    /// Brings the views in line with `services` (the Service cache, by `namespace/name`).
-    fn refresh(&mut self, services: &BTreeMap<String, Service>) {
-        self.memo.retain(|k, _| services.contains_key(k));
-        for (key, svc) in services {
-            let rv = &svc.metadata.resource_version;
-            match self.memo.get_mut(key) {
-                Some((have, _)) if rv.is_some() && have == rv => {}
-                Some(entry) => {
-                    *entry = (
-                        rv.clone(),
-                        ferrolb_controller::k8s::convert::service_view(svc),
-                    )
-                }
-                None => {
-                    self.memo.insert(
-                        key.clone(),
-                        (
-                            rv.clone(),
-                            ferrolb_controller::k8s::convert::service_view(svc),
-                        ),
-                    );
-                }
-            }
-        }
-    }
-
-    fn views(&self) -> impl Iterator<Item = &ferrolb_config::ServiceView> + '_ {
-        self.memo.values().map(|(_, v)| v)
-    }
-}
-
-/// The latest objects of one watched kind, replaced as a whole when a (re)list completes.
-struct Cache<K> {
-    items: BTreeMap<String, K>,
-    buffer: BTreeMap<String, K>,
+/// What the speaker keeps of the latest objects of one watched kind (`V`, converted from each
+/// object `K` as it arrives), by `namespace/name`; replaced as a whole when a (re)list completes.
+struct Cache<K, V> {
+    items: BTreeMap<String, V>,
+    buffer: BTreeMap<String, V>,
     synced: bool,
+    keep: fn(K) -> V,
 }
 
-impl<K: Resource> Cache<K> {
-    fn new() -> Self {
+impl<K: Resource, V> Cache<K, V> {
+    fn new(keep: fn(K) -> V) -> Self {
         Cache {
             items: BTreeMap::new(),
             buffer: BTreeMap::new(),
             synced: false,
+            keep,
         }
     }
 
@@ -233,7 +197,7 @@ impl<K: Resource> Cache<K> {
                 false
             }
             Event::InitApply(obj) => {
-                self.buffer.insert(Self::key(&obj), obj);
+                self.buffer.insert(Self::key(&obj), (self.keep)(obj));
                 false
             }
             Event::InitDone => {
@@ -242,7 +206,7 @@ impl<K: Resource> Cache<K> {
                 true
             }
             Event::Apply(obj) => {
-                self.items.insert(Self::key(&obj), obj);
+                self.items.insert(Self::key(&obj), (self.keep)(obj));
                 true
             }
             Event::Delete(obj) => self.items.remove(&Self::key(&obj)).is_some(),
@@ -250,39 +214,32 @@ impl<K: Resource> Cache<K> {
     }
 }
 
-/// The watch of one kind; `strip` cuts each object down to what the speaker reads before it
-/// reaches the cache (the `convert::strip_*` functions).
-fn stream<K>(
-    api: Api<K>,
-    cfg: watcher::Config,
-    strip: fn(&mut K),
-) -> BoxStream<'static, watcher::Result<Event<K>>>
+fn stream<K>(api: Api<K>, cfg: watcher::Config) -> BoxStream<'static, watcher::Result<Event<K>>>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    watcher::watcher(api, cfg)
-        .modify(strip)
-        .default_backoff()
-        .boxed()
+    watcher::watcher(api, cfg).default_backoff().boxed()
 }
 
 /// One watched kind: its cache and its stream, re-created if it ever ends.
-struct Watched<K: Resource> {
+struct Watched<K: Resource, V> {
     what: &'static str,
-    cache: Cache<K>,
+    cache: Cache<K, V>,
     make: Box<dyn Fn() -> BoxStream<'static, watcher::Result<Event<K>>> + Send>,
     stream: BoxStream<'static, watcher::Result<Event<K>>>,
 }
 
-impl<K: Resource> Watched<K> {
+impl<K: Resource, V> Watched<K, V> {
+    /// `keep` turns each object into what the cache holds of it (`convert::cached_*`).
     fn new(
         what: &'static str,
+        keep: fn(K) -> V,
         make: impl Fn() -> BoxStream<'static, watcher::Result<Event<K>>> + Send + 'static,
     ) -> Self {
         Watched {
             what,
-            cache: Cache::new(),
+            cache: Cache::new(keep),
             stream: make(),
             make: Box::new(make),
         }
@@ -337,36 +294,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let c = client.clone();
-    let mut services = Watched::new("Service", move || {
-        stream(
-            Api::<Service>::all(c.clone()),
-            watcher::Config::default(),
-            convert::strip_service,
-        )
+    let mut services = Watched::new("Service", convert::cached_service, move || {
+        stream(Api::<Service>::all(c.clone()), watcher::Config::default())
     });
     let c = client.clone();
-    let mut slices = Watched::new("EndpointSlice", move || {
+    let mut slices = Watched::new("EndpointSlice", convert::cached_slice, move || {
         stream(
             Api::<EndpointSlice>::all(c.clone()),
             watcher::Config::default(),
-            convert::strip_endpoint_slice,
         )
     });
     let c = client.clone();
-    let mut nodes = Watched::new("Node", move || {
-        stream(
-            Api::<Node>::all(c.clone()),
-            watcher::Config::default(),
-            convert::strip_node,
-        )
+    let mut nodes = Watched::new("Node", convert::cached_node, move || {
+        stream(Api::<Node>::all(c.clone()), watcher::Config::default())
     });
     let c = client.clone();
     let (ns, cm_name) = (opts.namespace.clone(), opts.config_map.clone());
-    let mut config_maps = Watched::new("ConfigMap", move || {
+    let mut config_maps = Watched::new("ConfigMap", convert::cached_config_map, move || {
         stream(
             Api::<ConfigMap>::namespaced(c.clone(), &ns),
             watcher::Config::default().fields(&format!("metadata.name={cm_name}")),
-            convert::strip_config_map,
         )
     });
     let reporter = Reporter {
@@ -387,7 +334,6 @@ pub async fn run(
     let mut services_changed = false;
     let mut debounce = Debounce::new(DEBOUNCE);
     let mut trim = Debounce::new(TRIM_AFTER);
-    let mut views = ServiceViews::default();
     tokio::pin!(shutdown);
     loop {
         // Every event only updates the caches and arms the debounce timer; the state is
@@ -491,7 +437,6 @@ pub async fn run(
                 membership = Some(m);
             }
         }
-        views.refresh(&services.cache.items);
         if config_dirty || (std::mem::take(&mut services_changed) && gate.retry_on_service_change())
         {
             if std::mem::take(&mut config_dirty) {
@@ -501,8 +446,8 @@ pub async fn run(
                     );
                 }
             }
-            let all_views: Vec<_> = views.views().cloned().collect();
-            match gate.evaluate(|c| reconcile::breakages(c, &opts.class, &all_views)) {
+            let views = || services.cache.items.values().map(|s| &s.view);
+            match gate.evaluate(|c| reconcile::breakages_of(c, &opts.class, views())) {
                 ConfigVerdict::Unchanged => {}
                 ConfigVerdict::Loaded => {
                     info!(config_map = %opts.config_map, "configuration loaded")
@@ -547,7 +492,7 @@ pub async fn run(
         let world = convert::world(
             config,
             convert::node_info(&opts.node, nodes.cache.items.values()),
-            convert::assigned_views(views.views(), &opts.class),
+            convert::assigned_views(services.cache.items.values().map(|s| &s.view), &opts.class),
             convert::readiness(slices.cache.items.values()),
             live_nodes,
         );
@@ -566,7 +511,7 @@ pub async fn run(
                 .items
                 .get(&format!("{}/{}", key.namespace, key.name));
             if let Some(svc) = svc {
-                let reference = svc.object_ref(&());
+                let reference = svc.object_ref();
                 // A fresh Recorder per Event: clones of one share kube's cache of every Event
                 // published in the last six minutes (kept to count repeats as a series), which
                 // under churn grows with the churn rate. Each win is reported once anyway.
@@ -673,49 +618,42 @@ mod tests {
     }
 
     #[test]
-    fn service_views_follow_the_cache_and_convert_only_changed_services() {
-        let mut cache: Cache<Service> = Cache::new();
+    fn the_service_cache_keeps_each_service_converted_as_it_arrives() {
+        let mut cache: Cache<Service, convert::CachedService> = Cache::new(convert::cached_service);
         cache.apply(Event::Init);
         cache.apply(Event::InitApply(service("a", "1", "192.0.2.1")));
         cache.apply(Event::InitApply(service("b", "1", "192.0.2.2")));
-        cache.apply(Event::InitDone);
-        let mut views = ServiceViews::default();
-        views.refresh(&cache.items);
-        let ips = |v: &ServiceViews| -> Vec<String> {
-            v.views()
-                .flat_map(|v| v.ingress_ips.iter().map(|ip| ip.to_string()))
+        assert!(cache.apply(Event::InitDone));
+        let ips = |c: &Cache<Service, convert::CachedService>| -> Vec<String> {
+            c.items
+                .values()
+                .flat_map(|s| s.view.ingress_ips.iter().map(|ip| ip.to_string()))
                 .collect()
         };
-        assert_eq!(ips(&views), vec!["192.0.2.1", "192.0.2.2"]);
-        // Same resourceVersion: the memoised view is kept (the object is not converted again).
-        cache
-            .items
-            .get_mut("default/a")
-            .unwrap()
-            .status
-            .as_mut()
-            .unwrap()
-            .load_balancer = None;
-        views.refresh(&cache.items);
-        assert_eq!(ips(&views), vec!["192.0.2.1", "192.0.2.2"]);
-        // A new resourceVersion is converted again; a deleted Service's view goes.
-        cache.apply(Event::Apply(service("a", "2", "192.0.2.9")));
-        cache.apply(Event::Delete(service("b", "1", "192.0.2.2")));
-        cache.apply(Event::Apply(service("c", "3", "192.0.2.3")));
-        views.refresh(&cache.items);
-        assert_eq!(ips(&views), vec!["192.0.2.9", "192.0.2.3"]);
-        assert_eq!(views.memo.len(), 2);
+        assert_eq!(ips(&cache), vec!["192.0.2.1", "192.0.2.2"]);
+        assert_eq!(
+            cache.items["default/a"].object_ref().name.as_deref(),
+            Some("a")
+        );
+        // An update replaces the kept view; a deleted Service's goes.
+        assert!(cache.apply(Event::Apply(service("a", "2", "192.0.2.9"))));
+        assert!(cache.apply(Event::Delete(service("b", "1", "192.0.2.2"))));
+        assert!(cache.apply(Event::Apply(service("c", "3", "192.0.2.3"))));
+        assert_eq!(ips(&cache), vec!["192.0.2.9", "192.0.2.3"]);
+        assert_eq!(
+            cache.items["default/a"].meta.resource_version.as_deref(),
+            Some("2")
+        );
+        let assigned = convert::assigned_views(cache.items.values().map(|s| &s.view), "");
+        assert_eq!(assigned.len(), 2);
         cache.apply(Event::Delete(service("a", "2", "")));
         cache.apply(Event::Delete(service("c", "3", "")));
-        views.refresh(&cache.items);
-        assert!(views.memo.is_empty(), "nothing kept for deleted Services");
-        let assigned = convert::assigned_views(views.views(), "");
-        assert!(assigned.is_empty());
+        assert!(cache.items.is_empty(), "nothing kept for deleted Services");
     }
 
     #[test]
     fn cache_replaces_its_contents_only_when_a_relist_completes() {
-        let mut c: Cache<ConfigMap> = Cache::new();
+        let mut c: Cache<ConfigMap, ConfigMap> = Cache::new(convert::cached_config_map);
         assert!(!c.apply(Event::Init));
         assert!(!c.apply(Event::InitApply(cm("a", "1"))));
         assert!(!c.synced && c.items.is_empty(), "nothing before InitDone");
