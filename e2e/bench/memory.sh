@@ -12,7 +12,7 @@
 #
 # With --controller (or FERROLB_BENCH_CONTROLLER=1) it also measures `ferrolb controller` against
 # the throw-away apiserver of e2e/k8s/start-testenv.sh (needs kubectl and curl), at the same sizes:
-# per size and repetition a fresh control plane (Service CIDR 10.128.0.0/12, no NodePorts, so 10k
+# per size and repetition a fresh control plane (Service CIDR 10.128.0.0/18, no NodePorts, so 10k
 # Services fit), the controller started with a pool, n Services created while it runs (its
 # incremental path); case ferrolb-controller: the time until all n have an address, its CPU for
 # that (cpu_ms), VmHWM/RSS and idle CPU. Then the controller is restarted on the n assigned
@@ -275,7 +275,7 @@ ctl_wait() { # PORT N LIMIT_S -> waits until the controller's metrics count N ad
 }
 run_controller_case() { # N REP
   local n=$1 rep=$2 kc port p t0 t1 c0 c1 cpu_run parts=4 k
-  testenv=$(SERVICE_CIDR=10.128.0.0/12 OWNER_PID=$$ bash e2e/k8s/start-testenv.sh 2>/dev/null | tail -1)
+  testenv=$(SERVICE_CIDR=10.128.0.0/18 OWNER_PID=$$ bash e2e/k8s/start-testenv.sh 2>/dev/null | tail -1)
   kc=$testenv/kubeconfig
   kubectl --kubeconfig "$kc" create namespace metallb-system >/dev/null
   kubectl --kubeconfig "$kc" create namespace bench >/dev/null

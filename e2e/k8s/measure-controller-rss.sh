@@ -5,7 +5,7 @@
 # Usage: e2e/k8s/measure-controller-rss.sh [BINARY] [N...]
 #   BINARY: the ferrolb to measure (default target/x86_64-unknown-linux-musl/release/ferrolb,
 #           the one the image ships); N: Service counts (default 0 1000 5000).
-# For each N: a fresh control plane (Service CIDR 10.128.0.0/12, no NodePorts), a pool of a /16,
+# For each N: a fresh control plane (Service CIDR 10.128.0.0/18: 16 382 addresses, a 2 KiB bitmap the apiserver rewrites in etcd per create; no NodePorts), a pool of a /16,
 # the controller started, N LoadBalancer Services created, and once the last one has its address
 # the controller's peak (VmHWM) and current (VmRSS) resident set size are printed, with its CPU
 # (utime + stime) over the whole run, the load average and the commit.
@@ -30,7 +30,7 @@ field() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$2/status"; }
 
 for n in "${COUNTS[@]}"; do
   STATE="$(mktemp -d /dev/shm/ferrolb-rss.XXXXXX)"
-  SERVICE_CIDR=10.128.0.0/12 OWNER_PID=$$ bash "${ROOT}/e2e/k8s/start-testenv.sh" "${STATE}" >/dev/null
+  SERVICE_CIDR=10.128.0.0/18 OWNER_PID=$$ bash "${ROOT}/e2e/k8s/start-testenv.sh" "${STATE}" >/dev/null
   export KUBECONFIG="${STATE}/kubeconfig"
   kubectl create namespace metallb-system >/dev/null
   kubectl create namespace apps >/dev/null
