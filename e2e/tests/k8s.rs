@@ -2757,8 +2757,8 @@ async fn churn_soak_keeps_status_pools_arp_and_bgp_in_agreement_and_memory_retur
             recreate_every: 4,
         }
     };
-    // FERROLB_CHURN_PACED=1: wait after each wave until every Service has its status (the
-    // controller keeps up; see the README for why the unpaced soak does not finish today).
+    // FERROLB_CHURN_PACED=1: wait after each wave until every Service has its status (for
+    // measuring the convergence after each wave; the unpaced soak passes too since 92e5c4d).
     let paced = std::env::var_os("FERROLB_CHURN_PACED").is_some_and(|v| v == "1");
     let env_size = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
     if let Some(n) = env_size("FERROLB_CHURN_TOTAL") {
