@@ -57,6 +57,8 @@ pub fn parse_services(text: &str) -> Result<Vec<ServiceView>, ConfigErrors> {
         collect(&f, "", &mut out, &mut errors);
     }
     if errors.is_empty() {
+        // The list is kept for the life of standalone mode: drop the growth slack (up to half).
+        out.shrink_to_fit();
         Ok(out)
     } else {
         Err(ConfigErrors(errors))

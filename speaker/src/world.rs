@@ -16,6 +16,32 @@ pub struct AssignedService {
     pub ips: Vec<IpAddr>,
 }
 
+impl AssignedService {
+    /// `service` holding `ips`, keeping only what announcers read of the view (its key, type and
+    /// traffic policy): a world of 10k Services then holds no copies of their annotations,
+    /// labels, selectors or ports.
+    pub fn of(service: &ServiceView, ips: Vec<IpAddr>) -> AssignedService {
+        AssignedService {
+            service: ServiceView {
+                key: service.key.clone(),
+                is_load_balancer: service.is_load_balancer,
+                load_balancer_class: None,
+                ip_families: Vec::new(),
+                ip_family_policy: service.ip_family_policy,
+                cluster_ips: Vec::new(),
+                load_balancer_ip: None,
+                annotations: BTreeMap::new(),
+                labels: BTreeMap::new(),
+                ports: Vec::new(),
+                external_traffic_policy: service.external_traffic_policy,
+                selector: BTreeMap::new(),
+                ingress_ips: Vec::new(),
+            },
+            ips,
+        }
+    }
+}
+
 /// The node this speaker runs on.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeInfo {

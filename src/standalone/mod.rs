@@ -144,18 +144,13 @@ fn world(
     live: &BTreeSet<String>,
 ) -> Option<World> {
     let config = engine.config()?.clone();
-    let services = services
-        .iter()
-        .filter_map(|s| {
-            engine.assignment(&s.key).map(|a| AssignedService {
-                service: ServiceView {
-                    ingress_ips: a.ips.clone(),
-                    ..s.clone()
-                },
-                ips: a.ips.clone(),
-            })
-        })
-        .collect();
+    let mut assigned = Vec::with_capacity(services.len());
+    assigned.extend(services.iter().filter_map(|s| {
+        engine
+            .assignment(&s.key)
+            .map(|a| AssignedService::of(s, a.ips.clone()))
+    }));
+    let services = assigned;
     Some(World {
         config,
         node: node.clone(),
