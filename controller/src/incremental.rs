@@ -339,7 +339,10 @@ fn allocate_one(alloc: &mut Allocator, v: &ServiceView) -> Allocation {
         return Allocation::NotOurs;
     }
     match alloc.allocate(v) {
-        Ok(Assigned { ips, pool }) => Allocation::Assigned { ips, pool },
+        Ok(Assigned { ips, pool }) => Allocation::Assigned {
+            ips: ips.to_vec(),
+            pool: pool.to_string(),
+        },
         Err(e) => Allocation::Failed {
             reason: e.to_string(),
         },
@@ -510,7 +513,7 @@ mod tests {
             .map(|a| a.assignments())
             .unwrap_or_default()
             .into_iter()
-            .map(|(k, a)| (k, a.ips))
+            .map(|(k, a)| (k, a.ips.to_vec()))
             .collect()
     }
 
@@ -683,7 +686,7 @@ mod tests {
             vec![(
                 key(8),
                 Allocation::Assigned {
-                    ips: freed,
+                    ips: freed.to_vec(),
                     pool: "small".into()
                 }
             )]

@@ -59,7 +59,7 @@ fn pools_in_config_order_lowest_first_then_exhausted() {
     let got: Vec<(IpAddr, String)> = (0..6)
         .map(|i| {
             let r = a.allocate(&svc(&format!("s{i}"))).unwrap();
-            (r.ips[0], r.pool)
+            (r.ips[0], r.pool.to_string())
         })
         .collect();
     assert_eq!(
@@ -117,7 +117,10 @@ fn auto_assign_false_only_for_explicit_requests() {
     let mut by_ip = svc("byip");
     by_ip.load_balancer_ip = Some("192.0.2.3".into());
     let r = a.allocate(&by_ip).unwrap();
-    assert_eq!((r.ips, r.pool.as_str()), (vec![ip("192.0.2.3")], "manual"));
+    assert_eq!(
+        (r.ips.to_vec(), r.pool.as_str()),
+        (vec![ip("192.0.2.3")], "manual")
+    );
 }
 
 #[test]
@@ -153,7 +156,7 @@ fn requests_and_their_errors() {
     let by_ann = with_ann(svc("a"), annotations::LOAD_BALANCER_IPS, "198.51.100.2");
     let r = a.allocate(&by_ann).unwrap();
     assert_eq!(
-        (r.ips, r.pool.as_str()),
+        (r.ips.to_vec(), r.pool.as_str()),
         (vec![ip("198.51.100.2")], "second")
     );
 

@@ -124,7 +124,7 @@ impl Engine {
         for (i, v) in services.iter_mut().enumerate() {
             let held = match &self.persisted {
                 Some(p) => p.get(&v.key).cloned(),
-                None => self.assignment(&v.key).map(|a| a.ips.clone()),
+                None => self.assignment(&v.key).map(|a| a.ips.to_vec()),
             };
             if let Some(ips) = held {
                 saved.push((i, std::mem::replace(&mut v.ingress_ips, ips)));
@@ -559,7 +559,7 @@ mod tests {
                 self.persisted = self
                     .assignments()
                     .into_iter()
-                    .map(|(k, a)| (k, a.ips))
+                    .map(|(k, a)| (k, a.ips.to_vec()))
                     .collect();
             }
             step

@@ -148,7 +148,7 @@ fn world(
     assigned.extend(services.iter().filter_map(|s| {
         engine
             .assignment(&s.key)
-            .map(|a| AssignedService::of(s, a.ips.clone()))
+            .map(|a| AssignedService::of(s, a.ips.to_vec()))
     }));
     let services = assigned;
     Some(World {

@@ -81,8 +81,8 @@ struct Entry<'a>(&'a Assigned);
 impl Serialize for Entry<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("ips", &self.0.ips)?;
-        m.serialize_entry("pool", &self.0.pool)?;
+        m.serialize_entry("ips", self.0.ips.as_slice())?;
+        m.serialize_entry("pool", self.0.pool.as_str())?;
         m.end()
     }
 }
@@ -149,14 +149,14 @@ mod tests {
         let a = BTreeMap::from([(
             ServiceKey::new("ns", "web"),
             Assigned {
-                ips: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+                ips: ["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()].into(),
                 pool: "p".into(),
             },
         )]);
         let back = parse(&render(a.iter())).unwrap();
         assert_eq!(
-            back[&ServiceKey::new("ns", "web")],
-            a[&ServiceKey::new("ns", "web")].ips
+            a[&ServiceKey::new("ns", "web")].ips,
+            back[&ServiceKey::new("ns", "web")]
         );
         assert!(parse("{\"assignments\": {\"nokey\": {\"ips\": []}}}").is_err());
         assert!(parse("{}").is_err());
@@ -165,7 +165,7 @@ mod tests {
     #[test]
     fn streamed_text_is_the_sorted_pretty_json_of_before() {
         let asg = |ip: &str, pool: &str| Assigned {
-            ips: vec![ip.parse().unwrap()],
+            ips: [ip.parse().unwrap()].into(),
             pool: pool.into(),
         };
         // Key order differs from the order of the "ns/name" strings; a name to escape.
@@ -175,7 +175,7 @@ mod tests {
             (
                 ServiceKey::new("z", "none"),
                 Assigned {
-                    ips: vec![],
+                    ips: ferrolb_controller::allocator::Ips::new(),
                     pool: "p".into(),
                 },
             ),
@@ -186,7 +186,7 @@ mod tests {
                 let ips: Vec<String> = a.ips.iter().map(ToString::to_string).collect();
                 (
                     k.to_string(),
-                    serde_json::json!({"ips": ips, "pool": a.pool}),
+                    serde_json::json!({"ips": ips, "pool": a.pool.as_str()}),
                 )
             })
             .collect();

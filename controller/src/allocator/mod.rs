@@ -27,6 +27,7 @@
 //!
 //! Must not: do I/O, read clocks, or know about kube-rs types.
 
+mod assigned;
 pub mod family;
 mod hasher;
 #[cfg(test)]
@@ -46,6 +47,7 @@ use ferrolb_config::addr::to_u128;
 use ferrolb_config::{Breakage, Config, IpFamily, ServiceKey, ServiceView, TrafficPolicy};
 
 use crate::reconcile::{is_ours, Allocation, Plan};
+pub use assigned::{Assigned, Ips, PoolName};
 use family::{fams, FamList, Fams};
 use hasher::Keyed;
 use pool::{fam_idx, PoolIndex};
@@ -104,13 +106,6 @@ pub enum AllocError {
         "not served by ferrolb (not type LoadBalancer, or loadBalancerClass is not {class:?})"
     )]
     NotOurs { class: String },
-}
-
-/// The addresses a Service holds and the pool they come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assigned {
-    pub ips: Vec<IpAddr>,
-    pub pool: String,
 }
 
 /// Usage of one pool, for metrics (`metallb_allocator_addresses_{total,in_use_total}`).
@@ -640,11 +635,11 @@ impl Allocator {
             match home {
                 Some(i) => {
                     if slot.assigned.pool != pools[i].name() {
-                        slot.assigned.pool = pools[i].name().to_string();
+                        slot.assigned.pool = pools[i].shared_name().clone();
                     }
                     slot.named_pool = Some(first_of_name[i]);
                 }
-                None => slot.named_pool = names.get(&slot.assigned.pool).copied(),
+                None => slot.named_pool = names.get(slot.assigned.pool.as_str()).copied(),
             }
         }
         Ok(())
@@ -670,28 +665,48 @@ impl Allocator {
         let Some(&first) = v.ingress_ips.first() else {
             return Ok(None);
         };
-        let mut ips: Vec<IpAddr> = Vec::with_capacity(v.ingress_ips.len());
-        for ip in &v.ingress_ips {
-            if !ips.contains(ip) {
-                ips.push(*ip);
+        // The distinct addresses, in order: inline for the usual one or two, a list otherwise
+        // (more than two always fail below, but with the errors the checks give in order).
+        let mut few = Ips::new();
+        let mut many: Vec<IpAddr> = Vec::new();
+        if v.ingress_ips.len() <= 2 {
+            for ip in &v.ingress_ips {
+                if !few.contains(ip) {
+                    few.push(*ip);
+                }
+            }
+        } else {
+            for ip in &v.ingress_ips {
+                if !many.contains(ip) {
+                    many.push(*ip);
+                }
             }
         }
+        let distinct: &[IpAddr] = if many.is_empty() { &few } else { &many };
         self.release(&v.key);
         let share = Self::share_of(v, sharing_key_of(v));
-        let pool = self.pool_for_ips(&ips, first)?;
-        for (i, ip) in ips.iter().enumerate() {
-            if ips[..i].iter().any(|o| IpFamily::of(o) == IpFamily::of(ip)) {
-                return Err(AllocError::FamilyMismatch {
-                    ip: *ip,
-                    family: IpFamily::of(ip),
-                    wanted: "one address per family".into(),
-                });
+        let pool = self.pool_for_ips(distinct, first)?;
+        let repeated = |ip: &IpAddr| AllocError::FamilyMismatch {
+            ip: *ip,
+            family: IpFamily::of(ip),
+            wanted: "one address per family".into(),
+        };
+        for (i, ip) in distinct.iter().enumerate() {
+            if distinct[..i]
+                .iter()
+                .any(|o| IpFamily::of(o) == IpFamily::of(ip))
+            {
+                return Err(repeated(ip));
             }
             self.check_sharing(ip, share.as_deref(), None)?;
         }
+        // One address per family: at most two.
+        let Some(ips) = Ips::from_slice(distinct) else {
+            return Err(repeated(&distinct[2]));
+        };
         let assigned = Assigned {
             ips,
-            pool: self.pools[pool].name().to_string(),
+            pool: self.pools[pool].shared_name().clone(),
         };
         Ok(Some(self.commit(&v.key, share, assigned, pool)))
     }
@@ -732,7 +747,7 @@ impl Allocator {
         let (picked, pool) = self.pick(&req, &fams, share.as_deref())?;
         let assigned = Assigned {
             ips: picked,
-            pool: self.pools[pool].name().to_string(),
+            pool: self.pools[pool].shared_name().clone(),
         };
         let out = assigned.clone();
         self.commit(&v.key, share, assigned, pool);
@@ -891,7 +906,7 @@ impl Allocator {
         if !req.ips.iter().all(|ip| current.ips.contains(ip)) {
             return false;
         }
-        if req.pool.as_ref().is_some_and(|p| *p != current.pool) {
+        if req.pool.as_ref().is_some_and(|p| current.pool != *p) {
             return false;
         }
         let set = |f: &mut dyn Iterator<Item = IpFamily>| f.fold(0u8, |m, f| m | 1 << fam_idx(f));
@@ -914,7 +929,7 @@ impl Allocator {
         req: &Request,
         fams: &Fams,
         share: Option<&SharingInfo>,
-    ) -> Result<(Vec<IpAddr>, usize), AllocError> {
+    ) -> Result<(Ips, usize), AllocError> {
         if let Some(found) = self.pick_auto(req, fams, share) {
             return Ok(found);
         }
@@ -1028,7 +1043,7 @@ impl Allocator {
         req: &Request,
         fams: &Fams,
         share: Option<&SharingInfo>,
-    ) -> Option<(Vec<IpAddr>, usize)> {
+    ) -> Option<(Ips, usize)> {
         #[cfg(test)]
         if self.naive {
             return None;
@@ -1044,7 +1059,7 @@ impl Allocator {
             let Some(c) = PoolBits::first_common(&sets) else {
                 continue;
             };
-            let mut ips = Vec::with_capacity(fam_list.len());
+            let mut ips = Ips::new();
             for f in fam_list.iter() {
                 ips.push(self.pools[c].lowest_free(*f)?);
             }
@@ -1060,8 +1075,9 @@ impl Allocator {
         fam_list: &[IpFamily],
         req: &Request,
         share: Option<&SharingInfo>,
-    ) -> Result<Vec<IpAddr>, AllocError> {
-        let mut out = Vec::new();
+    ) -> Result<Ips, AllocError> {
+        // `fam_list` names each family at most once, so `out` never overflows.
+        let mut out = Ips::new();
         for &f in fam_list {
             if let Some(ip) = req.ips.iter().find(|ip| IpFamily::of(ip) == f) {
                 if !self.pools[c].may_assign(ip) {
@@ -1088,7 +1104,9 @@ impl Allocator {
                 continue;
             }
             match self.pools[c].lowest_free(f) {
-                Some(ip) => out.push(ip),
+                Some(ip) => {
+                    out.push(ip);
+                }
                 None => {
                     return Err(AllocError::PoolExhausted {
                         pools: self.pools[c].name().to_string(),
@@ -1166,7 +1184,10 @@ pub fn plan(config: &Config, class: &str, views: &[ServiceView]) -> Plan {
     }
     for (k, r) in results {
         let alloc = match r {
-            Ok(Assigned { ips, pool }) => Allocation::Assigned { ips, pool },
+            Ok(Assigned { ips, pool }) => Allocation::Assigned {
+                ips: ips.to_vec(),
+                pool: pool.to_string(),
+            },
             Err(e) => Allocation::Failed {
                 reason: e.to_string(),
             },
@@ -1429,7 +1450,7 @@ mod tests {
                             .values()
                             .map(|v| {
                                 let mut v = v.clone();
-                                v.ingress_ips = new.assignment(&v.key).map(|a| a.ips.clone()).unwrap_or_default();
+                                v.ingress_ips = new.assignment(&v.key).map(|a| a.ips.to_vec()).unwrap_or_default();
                                 v
                             })
                             .collect();

@@ -14,6 +14,8 @@ use std::net::IpAddr;
 use ferrolb_config::addr::{from_u128, is_buggy_ip, to_u128};
 use ferrolb_config::{IpFamily, Pool};
 
+use super::PoolName;
+
 /// One range of a pool and its free intervals.
 #[derive(Debug, Clone)]
 struct RangeIndex {
@@ -90,7 +92,7 @@ impl RangeIndex {
 /// The free-space index of one pool.
 #[derive(Debug, Clone)]
 pub struct PoolIndex {
-    name: String,
+    name: PoolName,
     avoid_buggy: bool,
     /// Ranges sorted by first address (so "lowest free" is lowest in address order per family).
     ranges: Vec<RangeIndex>,
@@ -151,7 +153,7 @@ impl PoolIndex {
             usable_by_family[f] = usable_by_family[f].saturating_add(usable_of(r));
         }
         PoolIndex {
-            name: pool.name.clone(),
+            name: pool.name.as_str().into(),
             avoid_buggy: pool.avoid_buggy_ips,
             ranges,
             usable: usable_by_family[0].saturating_add(usable_by_family[1]),
@@ -169,6 +171,11 @@ impl PoolIndex {
     }
 
     pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name as handed out in [`super::Assigned`] (shared, not copied).
+    pub fn shared_name(&self) -> &PoolName {
         &self.name
     }
 

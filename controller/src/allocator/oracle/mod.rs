@@ -14,7 +14,7 @@ use ferrolb_config::{Breakage, Config, IpFamily, ServiceKey, ServiceView};
 use super::family::{self, families};
 use super::request::{parse_request, Request};
 use super::sharing::{compatible, SharingInfo};
-use super::{AllocError, Assigned, PoolUsage};
+use super::{AllocError, Assigned, Ips, PoolUsage};
 use crate::reconcile::is_ours;
 use pool::{fam_idx, PoolIndex};
 
@@ -326,7 +326,7 @@ impl Allocator {
                 continue;
             };
             if h.assigned.pool != pools[i].name() {
-                h.assigned.pool = pools[i].name().to_string();
+                h.assigned.pool = pools[i].name().into();
             }
         }
         Ok(())
@@ -378,8 +378,8 @@ impl Allocator {
             self.check_sharing(ip, &info)?;
         }
         let assigned = Assigned {
-            ips,
-            pool: self.pools[pool].name().to_string(),
+            ips: Ips::from_slice(&ips).expect("one address per family"),
+            pool: self.pools[pool].name().into(),
         };
         self.commit(info, assigned);
         Ok(true)
@@ -421,8 +421,8 @@ impl Allocator {
         }
         let (picked, pool) = self.pick(&req, &fams, &info)?;
         let assigned = Assigned {
-            ips: picked,
-            pool: self.pools[pool].name().to_string(),
+            ips: Ips::from_slice(&picked).expect("one address per family"),
+            pool: self.pools[pool].name().into(),
         };
         self.commit(info, assigned.clone());
         Ok(assigned)
@@ -553,7 +553,7 @@ impl Allocator {
         if !req.ips.iter().all(|ip| current.ips.contains(ip)) {
             return false;
         }
-        if req.pool.as_ref().is_some_and(|p| *p != current.pool) {
+        if req.pool.as_ref().is_some_and(|p| current.pool != *p) {
             return false;
         }
         let set = |f: &mut dyn Iterator<Item = IpFamily>| f.fold(0u8, |m, f| m | 1 << fam_idx(f));
