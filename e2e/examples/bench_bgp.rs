@@ -14,8 +14,8 @@
 //! Measured per sender and size, median of 3 repetitions:
 //! - install: BIRD's session turns Established (the sender's KEEPALIVE answering BIRD's OPEN, in
 //!   the capture; or BIRD's state seen by polling, if earlier) -> BIRD has imported all N routes
-//!   (BIRD's control socket polled every 0.5 ms: `show protocols all`, the channel's import
-//!   counter);
+//!   (BIRD's control socket polled, `show protocols all`, the channel's import counter; adaptively,
+//!   so the polls do not slow the import they time, see `Ctl::wait_count`);
 //! - withdraw: the first withdrawing UPDATE on the wire (tcpdump in the router namespace) ->
 //!   BIRD has 0 routes (ferrolb: the services file emptied; gobgpd: its feeding peer disabled;
 //!   exabgp: not measured, its static routes have no bulk withdrawal);
@@ -48,6 +48,8 @@ use ferrolb_e2e::routers::{Bird, Gobgp};
 
 const REPS: usize = 3;
 const POLL: Duration = Duration::from_micros(500);
+/// Longest pause between two polls of BIRD while routes are still coming in or going out.
+const POLL_MAX: Duration = Duration::from_millis(5);
 const LIMIT: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -205,6 +207,43 @@ impl Ctl {
             }
         }
         Ok(s)
+    }
+
+    /// Polls until the channel's import counter reaches `target` (from below while routes come
+    /// in, from above while they are withdrawn); returns the wall-clock time it was first seen.
+    ///
+    /// Each poll makes BIRD format an answer in the same loop that reads the UPDATEs, so polling
+    /// every [`POLL`] throughout slows the very import being timed (measured at 100k VIPs: the
+    /// UPDATEs took 42-64 ms to cross the wire with 0.5 ms polls, 19-39 ms with 2 ms ones).
+    /// So the wait adapts: from the rate seen so far it sleeps for half the estimated time left
+    /// (at most [`POLL_MAX`]), and every [`POLL`] once the end is near or before anything moved.
+    /// The end is still seen within about one [`POLL`].
+    fn wait_count(&mut self, proto: &str, limit: Duration, what: &str, target: u64) -> Result<f64> {
+        let start = Instant::now();
+        let first = self.status(proto)?.imported;
+        let mut s = Status {
+            imported: first,
+            ..Status::default()
+        };
+        let reached = |c: u64| if target >= first { c >= target } else { c <= target };
+        loop {
+            if reached(s.imported) {
+                return Ok(now());
+            }
+            if start.elapsed() > limit {
+                bail!("{what}: not within {limit:?} (last {s:?})");
+            }
+            let done = s.imported.abs_diff(first) as f64;
+            let left = s.imported.abs_diff(target) as f64;
+            let nap = if done > 0.0 {
+                let per_route = start.elapsed().as_secs_f64() / done;
+                Duration::from_secs_f64(per_route * left / 2.0).clamp(POLL, POLL_MAX)
+            } else {
+                POLL
+            };
+            std::thread::sleep(nap);
+            s = self.status(proto)?;
+        }
     }
 
     /// Polls until `pred` holds; returns the wall-clock time it was first seen.
@@ -698,12 +737,12 @@ fn run_ferrolb(lab: &mut Lab, case: &Case) -> Result<Vec<Rep>> {
             let n = case.n as u64;
             let t_inst = lab
                 .ctl
-                .wait(f.proto(), LIMIT, "all installed", |s| s.imported >= n)?;
+                .wait_count(f.proto(), LIMIT, "all installed", n)?;
             std::thread::sleep(Duration::from_millis(300));
             fs::write(&services, NO_SERVICES)?;
             let t_zero = lab
                 .ctl
-                .wait(f.proto(), LIMIT, "all withdrawn", |s| s.imported == 0)?;
+                .wait_count(f.proto(), LIMIT, "all withdrawn", 0)?;
             Ok((t_est, t_inst, t_zero))
         })();
         signal(child.id(), "TERM");
@@ -800,13 +839,13 @@ fn run_gobgpd(lab: &mut Lab, case: &Case) -> Result<Vec<Rep>> {
             let n = case.n as u64;
             let t_inst = lab
                 .ctl
-                .wait(f.proto(), LIMIT, "all installed", |s| s.imported >= n)?;
+                .wait_count(f.proto(), LIMIT, "all installed", n)?;
             std::thread::sleep(Duration::from_millis(300));
             // Withdraw everything at once: the feeding session goes, its routes with it.
             g.gobgp(&["neighbor", f.feeder(), "disable"])?;
             let t_zero = lab
                 .ctl
-                .wait(f.proto(), LIMIT, "all withdrawn", |s| s.imported == 0)?;
+                .wait_count(f.proto(), LIMIT, "all withdrawn", 0)?;
             g.gobgp(&["neighbor", f.router(), "disable"])?;
             lab.down(f.proto())?;
             let msgs = cap.finish(f.node().parse()?)?;
@@ -872,7 +911,7 @@ fn run_exabgp(lab: &mut Lab, case: &Case) -> Result<Vec<Rep>> {
             let n = case.n as u64;
             let t_inst = lab
                 .ctl
-                .wait(f.proto(), LIMIT, "all installed", |s| s.imported >= n)?;
+                .wait_count(f.proto(), LIMIT, "all installed", n)?;
             std::thread::sleep(Duration::from_millis(300));
             Ok((t_est, t_inst))
         })();
