@@ -7,36 +7,25 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ferrolb_config::{Config, ServiceKey, ServiceView};
+use ferrolb_config::{Config, ServiceKey, ServiceView, TrafficPolicy};
 
-/// A Service together with the addresses the controller assigned to it (its status).
+/// A Service together with the addresses the controller assigned to it (its status): what
+/// announcers read of it, and nothing else (a world of 10k Services holds no copies of their
+/// annotations, selectors or ports).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssignedService {
-    pub service: ServiceView,
+    pub key: ServiceKey,
+    /// `spec.externalTrafficPolicy`: `Local` announces only from nodes with a ready endpoint.
+    pub external_traffic_policy: TrafficPolicy,
     pub ips: Vec<IpAddr>,
 }
 
 impl AssignedService {
-    /// `service` holding `ips`, keeping only what announcers read of the view (its key, type and
-    /// traffic policy): a world of 10k Services then holds no copies of their annotations,
-    /// labels, selectors or ports.
+    /// `service` holding `ips`.
     pub fn of(service: &ServiceView, ips: Vec<IpAddr>) -> AssignedService {
         AssignedService {
-            service: ServiceView {
-                key: service.key.clone(),
-                is_load_balancer: service.is_load_balancer,
-                load_balancer_class: None,
-                ip_families: Vec::new(),
-                ip_family_policy: service.ip_family_policy,
-                cluster_ips: Vec::new(),
-                load_balancer_ip: None,
-                annotations: BTreeMap::new(),
-                labels: BTreeMap::new(),
-                ports: Vec::new(),
-                external_traffic_policy: service.external_traffic_policy,
-                selector: BTreeMap::new(),
-                ingress_ips: Vec::new(),
-            },
+            key: service.key.clone(),
+            external_traffic_policy: service.external_traffic_policy,
             ips,
         }
     }

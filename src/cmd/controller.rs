@@ -19,10 +19,7 @@ use crate::cli::ControllerArgs;
 
 pub fn run(args: &ControllerArgs) -> ExitCode {
     init_tracing();
-    // Before any thread exists, so every thread shares the one arena.
-    if !single_malloc_arena() {
-        tracing::warn!("glibc refused M_ARENA_MAX=1; memory may fragment more across threads");
-    }
+    super::malloc::use_one_arena();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -41,27 +38,6 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Makes glibc's malloc use one arena for all threads. The Service watch task decodes full
-/// Service objects on a runtime worker while the compact views it makes stay for the process's
-/// life; with per-thread arenas the freed decoding buffers fragment the worker's arena. Measured
-/// on a restart over 10k assigned Services (glibc release build, 2026-11-30): peak RSS 42.1–42.8
-/// MiB with the default arenas, 39.6 MiB with two, 35.3 MiB with one. The controller is I/O-bound
-/// on two workers, so one arena costs no measurable CPU (0.40–0.47 s vs 0.52 s for that
-/// restart's plan). Returns whether the setting was accepted; without glibc (the image's musl
-/// build has no arenas) it does nothing and returns true.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn single_malloc_arena() -> bool {
-    // SAFETY: mallopt takes two plain integers and changes only the allocator's own settings
-    // under its own lock; called before the runtime starts any thread.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) == 1 }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn single_malloc_arena() -> bool {
-    true
 }
 
 pub(super) fn init_tracing() {
@@ -161,19 +137,4 @@ async fn run_async(args: &ControllerArgs) -> anyhow::Result<()> {
     };
     info!("controller stopped");
     result
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_single_malloc_arena_setting_is_accepted() {
-        assert!(super::single_malloc_arena());
-        // Allocating from several threads afterwards still works.
-        let joins: Vec<_> = (0..4)
-            .map(|i| std::thread::spawn(move || vec![i as u8; 1 << 16].len()))
-            .collect();
-        for j in joins {
-            assert_eq!(j.join().unwrap(), 1 << 16);
-        }
-    }
 }

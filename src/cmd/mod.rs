@@ -5,6 +5,7 @@ mod config_check;
 mod config_render;
 mod controller;
 mod http;
+mod malloc;
 mod speaker;
 mod standalone;
 

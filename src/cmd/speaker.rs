@@ -16,6 +16,7 @@ use crate::speaker::{self, Options, SpeakerMetrics};
 
 pub fn run(args: &SpeakerArgs) -> ExitCode {
     init_tracing();
+    super::malloc::use_one_arena();
     let membership = match args.ml_bind {
         Some(bind) => match MemberlistConfig::from_flags(
             &args.node_name,

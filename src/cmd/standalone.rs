@@ -36,6 +36,7 @@ pub fn run(args: &StandaloneArgs) -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+    super::malloc::use_one_arena();
     let labels = match args.node_labels.as_deref().map(parse_labels).transpose() {
         Ok(l) => l.unwrap_or_default(),
         Err(e) => {

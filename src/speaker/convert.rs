@@ -196,12 +196,9 @@ pub fn assigned_views<'a>(
     let mut out: Vec<AssignedService> = views
         .into_iter()
         .filter(|v| is_ours(v, class) && !v.ingress_ips.is_empty())
-        .map(|v| AssignedService {
-            ips: v.ingress_ips.clone(),
-            service: v.clone(),
-        })
+        .map(|v| AssignedService::of(v, v.ingress_ips.clone()))
         .collect();
-    out.sort_by(|a, b| a.service.key.cmp(&b.service.key));
+    out.sort_by(|a, b| a.key.cmp(&b.key));
     out
 }
 
@@ -307,7 +304,7 @@ pub fn layer2_won(world: &World) -> BTreeSet<ServiceKey> {
         .services
         .iter()
         .filter(|s| s.ips.iter().any(|ip| won.contains(ip)))
-        .map(|s| s.service.key.clone())
+        .map(|s| s.key.clone())
         .collect()
 }
 
@@ -535,7 +532,7 @@ mod tests {
             for class in ["ferrolb", "someone-else", ""] {
                 assert_eq!(is_ours(v, class), is_ours(&want, class));
                 let ips = |a: Vec<AssignedService>| -> Vec<(ServiceKey, Vec<IpAddr>)> {
-                    a.into_iter().map(|s| (s.service.key, s.ips)).collect()
+                    a.into_iter().map(|s| (s.key, s.ips)).collect()
                 };
                 assert_eq!(
                     ips(assigned_views([v], class)),
@@ -750,10 +747,19 @@ mod tests {
             mine,
         ];
         let got = assigned_services(&all, "ferrolb");
-        let names: Vec<&str> = got.iter().map(|s| s.service.key.name.as_str()).collect();
+        let names: Vec<&str> = got.iter().map(|s| s.key.name.as_str()).collect();
         assert_eq!(names, vec!["mine", "web"]);
-        assert_eq!(got[1].ips.len(), 2);
-        assert_eq!(got[1].service.ingress_ips, got[1].ips);
+        assert_eq!(
+            got[1].ips,
+            vec![
+                "192.0.2.100".parse::<IpAddr>().unwrap(),
+                "2001:db8::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            got[1].external_traffic_policy,
+            ferrolb_config::TrafficPolicy::Local
+        );
     }
 
     #[test]

@@ -47,8 +47,8 @@ pub fn routes_for(world: &World, peer: &Peer, local: IpAddr) -> RouteSet {
         .collect();
     let mut routes: Vec<(IpNet, Arc<Attrs>)> = Vec::new();
     for svc in &world.services {
-        let key = &svc.service.key;
-        let ready = match svc.service.external_traffic_policy {
+        let key = &svc.key;
+        let ready = match svc.external_traffic_policy {
             TrafficPolicy::Local => world.readiness.ready_on(key, &world.node.name),
             TrafficPolicy::Cluster => world.readiness.ready_anywhere(key),
         };
@@ -144,8 +144,6 @@ address-pools:
 
     fn world(etp: TrafficPolicy, readiness: Readiness) -> World {
         let config = ferrolb_config::parse(CFG).unwrap();
-        let mut svc = ServiceView::new_load_balancer(ServiceKey::new("ns", "web"));
-        svc.external_traffic_policy = etp;
         World {
             config,
             node: NodeInfo {
@@ -153,7 +151,8 @@ address-pools:
                 labels: BTreeMap::new(),
             },
             services: vec![AssignedService {
-                service: svc,
+                key: ServiceKey::new("ns", "web"),
+                external_traffic_policy: etp,
                 ips: vec![
                     "198.51.100.10".parse().unwrap(),
                     "2001:db8:100::10".parse().unwrap(),
@@ -233,7 +232,7 @@ address-pools:
     fn routes_of_one_advertisement_share_attributes_and_the_first_duplicate_wins() {
         let mut w = world(TrafficPolicy::Cluster, Readiness::AllReady);
         let mut second = w.services[0].clone();
-        second.service.key = ServiceKey::new("ns", "other");
+        second.key = ServiceKey::new("ns", "other");
         second.ips = vec![
             "198.51.100.11".parse().unwrap(),
             "198.51.100.10".parse().unwrap(),

@@ -201,14 +201,12 @@ mod tests {
             "peers:\n- my-asn: 64512\n  peer-asn: 64513\n  peer-address: 127.0.0.1\n  peer-port: {port}\n  hold-time: 9s\naddress-pools:\n- name: b\n  protocol: bgp\n  addresses: [198.51.100.0/24]\n"
         );
         let svc = ServiceView::new_load_balancer(ServiceKey::new("ns", "web"));
+        let ips = vec!["198.51.100.10".parse().unwrap()];
         Arc::new(World {
             config: ferrolb_config::parse(&cfg).unwrap(),
             node: NodeInfo::default(),
             services: if with_service {
-                vec![AssignedService {
-                    service: svc,
-                    ips: vec!["198.51.100.10".parse().unwrap()],
-                }]
+                vec![AssignedService::of(&svc, ips)]
             } else {
                 vec![]
             },

@@ -37,9 +37,9 @@ where
 
 /// The live nodes that may serve `svc` (see the module doc).
 pub fn usable_nodes<'a>(world: &'a World, svc: &AssignedService) -> BTreeSet<&'a str> {
-    let key = &svc.service.key;
+    let key = &svc.key;
     let live = world.live_nodes.iter().map(String::as_str);
-    match svc.service.external_traffic_policy {
+    match svc.external_traffic_policy {
         TrafficPolicy::Local => live.filter(|n| world.readiness.ready_on(key, n)).collect(),
         TrafficPolicy::Cluster if world.readiness.ready_anywhere(key) => live.collect(),
         TrafficPolicy::Cluster => BTreeSet::new(),
@@ -137,10 +137,9 @@ mod tests {
     }
 
     fn svc(name: &str, ips: &[&str], policy: TrafficPolicy) -> AssignedService {
-        let mut service = ServiceView::new_load_balancer(ServiceKey::new("default", name));
-        service.external_traffic_policy = policy;
         AssignedService {
-            service,
+            key: ServiceKey::new("default", name),
+            external_traffic_policy: policy,
             ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
         }
     }
