@@ -225,7 +225,13 @@ impl Ctl {
             imported: first,
             ..Status::default()
         };
-        let reached = |c: u64| if target >= first { c >= target } else { c <= target };
+        let reached = |c: u64| {
+            if target >= first {
+                c >= target
+            } else {
+                c <= target
+            }
+        };
         loop {
             if reached(s.imported) {
                 return Ok(now());
@@ -735,14 +741,10 @@ fn run_ferrolb(lab: &mut Lab, case: &Case) -> Result<Vec<Rep>> {
                 .ctl
                 .wait(f.proto(), LIMIT, "Established", |s| s.established)?;
             let n = case.n as u64;
-            let t_inst = lab
-                .ctl
-                .wait_count(f.proto(), LIMIT, "all installed", n)?;
+            let t_inst = lab.ctl.wait_count(f.proto(), LIMIT, "all installed", n)?;
             std::thread::sleep(Duration::from_millis(300));
             fs::write(&services, NO_SERVICES)?;
-            let t_zero = lab
-                .ctl
-                .wait_count(f.proto(), LIMIT, "all withdrawn", 0)?;
+            let t_zero = lab.ctl.wait_count(f.proto(), LIMIT, "all withdrawn", 0)?;
             Ok((t_est, t_inst, t_zero))
         })();
         signal(child.id(), "TERM");
@@ -837,15 +839,11 @@ fn run_gobgpd(lab: &mut Lab, case: &Case) -> Result<Vec<Rep>> {
                 .ctl
                 .wait(f.proto(), LIMIT, "Established", |s| s.established)?;
             let n = case.n as u64;
-            let t_inst = lab
-                .ctl
-                .wait_count(f.proto(), LIMIT, "all installed", n)?;
+            let t_inst = lab.ctl.wait_count(f.proto(), LIMIT, "all installed", n)?;
             std::thread::sleep(Duration::from_millis(300));
             // Withdraw everything at once: the feeding session goes, its routes with it.
             g.gobgp(&["neighbor", f.feeder(), "disable"])?;
-            let t_zero = lab
-                .ctl
-                .wait_count(f.proto(), LIMIT, "all withdrawn", 0)?;
+            let t_zero = lab.ctl.wait_count(f.proto(), LIMIT, "all withdrawn", 0)?;
             g.gobgp(&["neighbor", f.router(), "disable"])?;
             lab.down(f.proto())?;
             let msgs = cap.finish(f.node().parse()?)?;
@@ -909,9 +907,7 @@ fn run_exabgp(lab: &mut Lab, case: &Case) -> Result<Vec<Rep>> {
                 .ctl
                 .wait(f.proto(), LIMIT, "Established", |s| s.established)?;
             let n = case.n as u64;
-            let t_inst = lab
-                .ctl
-                .wait_count(f.proto(), LIMIT, "all installed", n)?;
+            let t_inst = lab.ctl.wait_count(f.proto(), LIMIT, "all installed", n)?;
             std::thread::sleep(Duration::from_millis(300));
             Ok((t_est, t_inst))
         })();
