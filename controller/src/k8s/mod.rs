@@ -167,21 +167,17 @@ pub async fn run(
                     }
                 }
             }
-        }
-        // No pass while a re-list is half read: Services deleted while the watch was down are
-        // only known to be gone once it completes (its completion asks for a pass).
-        if run_now
-            && state.leader
-            && state.services_synced
-            && state.config_synced
-            && !state.planner.is_listing()
-        {
-            let again = state.reconcile_all().await;
-            if again && !pending {
-                pending = true;
-                debounce
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + RECONCILE_DEBOUNCE);
+            // No pass while a re-list is half read (the drain may have started one): Services
+            // deleted while the watch was down are only known to be gone once it completes (its
+            // completion asks for a pass).
+            if !state.planner.is_listing() {
+                let again = state.reconcile_all().await;
+                if again && !pending {
+                    pending = true;
+                    debounce
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + RECONCILE_DEBOUNCE);
+                }
             }
         }
     }
