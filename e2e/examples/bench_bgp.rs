@@ -209,46 +209,44 @@ impl Ctl {
         Ok(s)
     }
 
-    /// Polls until the channel's import counter reaches `target` (from below while routes come
-    /// in, from above while they are withdrawn); returns the wall-clock time it was first seen.
+    /// Polls until the channel's import counter reaches `target` (at least `target` routes, or
+    /// none for a `target` of 0); returns the wall-clock time it was first seen.
     ///
     /// Each poll makes BIRD format an answer in the same loop that reads the UPDATEs, so polling
     /// every [`POLL`] throughout slows the very import being timed (measured at 100k VIPs: the
     /// UPDATEs took 42-64 ms to cross the wire with 0.5 ms polls, 19-39 ms with 2 ms ones).
-    /// So the wait adapts: from the rate seen so far it sleeps for half the estimated time left
-    /// (at most [`POLL_MAX`]), and every [`POLL`] once the end is near or before anything moved.
-    /// The end is still seen within about one [`POLL`].
+    /// So the wait adapts: once the counter has moved on two polls, it sleeps for half the time
+    /// left at the rate between them (at most [`POLL_MAX`]); before that, and once the end is
+    /// near, every [`POLL`]. The end is still seen within about one [`POLL`].
     fn wait_count(&mut self, proto: &str, limit: Duration, what: &str, target: u64) -> Result<f64> {
         let start = Instant::now();
+        let reached = |c: u64| if target == 0 { c == 0 } else { c >= target };
         let first = self.status(proto)?.imported;
-        let mut s = Status {
-            imported: first,
-            ..Status::default()
-        };
-        let reached = |c: u64| {
-            if target >= first {
-                c >= target
-            } else {
-                c <= target
-            }
-        };
+        let mut count = first;
+        // When and where the counter was first seen moved (the rate is measured from there:
+        // the time before the routes started to move says nothing about their pace).
+        let mut moved: Option<(Instant, u64)> = None;
         loop {
-            if reached(s.imported) {
+            if reached(count) {
                 return Ok(now());
             }
             if start.elapsed() > limit {
-                bail!("{what}: not within {limit:?} (last {s:?})");
+                bail!("{what}: not within {limit:?} (last count {count})");
             }
-            let done = s.imported.abs_diff(first) as f64;
-            let left = s.imported.abs_diff(target) as f64;
-            let nap = if done > 0.0 {
-                let per_route = start.elapsed().as_secs_f64() / done;
-                Duration::from_secs_f64(per_route * left / 2.0).clamp(POLL, POLL_MAX)
-            } else {
-                POLL
+            let nap = match moved {
+                Some((t0, c0)) if count != c0 => {
+                    let per_route = t0.elapsed().as_secs_f64() / count.abs_diff(c0) as f64;
+                    let left = count.abs_diff(target) as f64;
+                    Duration::from_secs_f64((per_route * left / 2.0).min(POLL_MAX.as_secs_f64()))
+                        .max(POLL)
+                }
+                _ => POLL,
             };
             std::thread::sleep(nap);
-            s = self.status(proto)?;
+            count = self.status(proto)?.imported;
+            if moved.is_none() && count != first {
+                moved = Some((Instant::now(), count));
+            }
         }
     }
 

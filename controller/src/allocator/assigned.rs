@@ -35,6 +35,7 @@ impl Ips {
     }
 
     /// Appends `ip`; false (and unchanged) when two addresses are held already.
+    #[must_use = "a third address is refused, not stored"]
     pub fn push(&mut self, ip: IpAddr) -> bool {
         let Some(slot) = self.addrs.get_mut(usize::from(self.len)) else {
             return false;

@@ -672,7 +672,8 @@ impl Allocator {
         if v.ingress_ips.len() <= 2 {
             for ip in &v.ingress_ips {
                 if !few.contains(ip) {
-                    few.push(*ip);
+                    let stored = few.push(*ip);
+                    debug_assert!(stored, "at most one address per family");
                 }
             }
         } else {
@@ -700,9 +701,9 @@ impl Allocator {
             }
             self.check_sharing(ip, share.as_deref(), None)?;
         }
-        // One address per family: at most two.
+        // One address per family (checked above): at most two.
         let Some(ips) = Ips::from_slice(distinct) else {
-            return Err(repeated(&distinct[2]));
+            unreachable!("more than two addresses passed the one-per-family check");
         };
         let assigned = Assigned {
             ips,
@@ -1061,7 +1062,8 @@ impl Allocator {
             };
             let mut ips = Ips::new();
             for f in fam_list.iter() {
-                ips.push(self.pools[c].lowest_free(*f)?);
+                let stored = ips.push(self.pools[c].lowest_free(*f)?);
+                debug_assert!(stored, "at most one address per family");
             }
             return Some((ips, c));
         }
@@ -1087,7 +1089,8 @@ impl Allocator {
                     });
                 }
                 self.check_sharing(ip, share, None)?;
-                out.push(*ip);
+                let stored = out.push(*ip);
+                debug_assert!(stored, "at most one address per family");
                 continue;
             }
             let shared = share.and_then(|s| s.sharing_key.as_ref()).and_then(|k| {
@@ -1100,12 +1103,14 @@ impl Allocator {
                 })
             });
             if let Some(ip) = shared {
-                out.push(ip);
+                let stored = out.push(ip);
+                debug_assert!(stored, "at most one address per family");
                 continue;
             }
             match self.pools[c].lowest_free(f) {
                 Some(ip) => {
-                    out.push(ip);
+                    let stored = out.push(ip);
+                    debug_assert!(stored, "at most one address per family");
                 }
                 None => {
                     return Err(AllocError::PoolExhausted {
@@ -1379,7 +1384,8 @@ mod tests {
             10 => v.is_load_balancer = false,
             _ => {}
         }
-        v.ingress_ips = match status % 6 {
+        let v6 = |s: String| s.parse().unwrap_or(IpAddr::from([0u8; 16]));
+        v.ingress_ips = match status % 11 {
             0 => vec![IpAddr::from([192, 0, 2, status % 16])],
             1 => vec![
                 IpAddr::from([192, 0, 2, 64 + status % 2]),
@@ -1389,6 +1395,28 @@ mod tests {
             ],
             2 => vec![IpAddr::from([198, 51, 100, 254 + status % 2])],
             3 => vec![IpAddr::from([203, 0, 113, status % 4])],
+            // Statuses a restore must refuse or clean up, with the errors of the old code:
+            // one address twice, two of one family, three entries with two distinct, three
+            // distinct, two families from different pools.
+            6 => vec![IpAddr::from([192, 0, 2, status % 16]); 2],
+            7 => vec![
+                IpAddr::from([192, 0, 2, status % 16]),
+                IpAddr::from([192, 0, 2, 1 + status % 8]),
+            ],
+            8 => vec![
+                IpAddr::from([192, 0, 2, 64 + status % 2]),
+                v6(format!("2001:db8:3::{}", status % 2)),
+                IpAddr::from([192, 0, 2, 64 + status % 2]),
+            ],
+            9 => vec![
+                IpAddr::from([192, 0, 2, 64]),
+                v6(format!("2001:db8:3::{}", status % 2)),
+                IpAddr::from([192, 0, 2, 65]),
+            ],
+            10 => vec![
+                IpAddr::from([192, 0, 2, status % 8]),
+                v6(format!("2001:db8:2::{}", status % 2)),
+            ],
             _ => Vec::new(),
         };
         v
