@@ -259,6 +259,7 @@ impl<M> Planner<M> {
     /// A new allocator from every Service's status: restore all (key order), then allocate all.
     fn rebuild(&mut self, config: &Config) -> Vec<(ServiceKey, Allocation)> {
         let mut alloc = Allocator::new(config.clone(), self.class.clone());
+        alloc.reserve(self.services.len());
         for t in self.services.values() {
             if alloc.serves(&t.view) {
                 let _ = alloc.restore(&t.view);
@@ -574,7 +575,7 @@ mod tests {
             let views = views_of(&p);
             // Every status says what the allocator holds.
             for v in &views {
-                let holds = p.allocator().and_then(|a| a.assignment(&v.key)).map(|a| a.ips.clone());
+                let holds = p.allocator().and_then(|a| a.assignment(&v.key)).map(|a| a.ips);
                 if is_ours(v, "ferrolb") {
                     prop_assert_eq!(holds.unwrap_or_default(), v.ingress_ips.clone(), "{}", v.key);
                 } else {
@@ -676,8 +677,7 @@ mod tests {
             .allocator()
             .and_then(|a| a.assignment(&key(2)))
             .unwrap()
-            .ips
-            .clone();
+            .ips;
         p.remove(&key(2));
         assert!(p.has_work(&cfg));
         let out = run_pass(&mut p, &cfg);

@@ -113,7 +113,7 @@ fn attrs(peer: &Peer, adv: &BgpAdvertisement, local: IpAddr) -> Attrs {
 mod tests {
     use super::*;
     use crate::world::{AssignedService, NodeInfo, Readiness};
-    use ferrolb_config::{ServiceKey, ServiceView};
+    use ferrolb_config::ServiceKey;
     use std::collections::BTreeMap;
 
     const CFG: &str = r#"

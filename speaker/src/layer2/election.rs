@@ -109,7 +109,7 @@ pub fn my_addresses(world: &World) -> BTreeMap<IpAddr, Vec<String>> {
 mod tests {
     use super::*;
     use crate::world::{NodeInfo, Readiness};
-    use ferrolb_config::{Config, IpRange, Pool, ServiceKey, ServiceView};
+    use ferrolb_config::{Config, IpRange, Pool, ServiceKey};
 
     fn pool(name: &str, protocol: Protocol, first: &str, last: &str) -> Pool {
         Pool {
