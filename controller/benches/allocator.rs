@@ -431,6 +431,8 @@ fn bench_rebuild_and_config(rows: &mut Vec<Row>, n: usize, reps: usize) {
     let ferrolb = measure(reps, || {
         let mut a = Allocator::new(cfg.clone(), "ferrolb");
         let t = Instant::now();
+        // As the controller's rebuild does: it knows how many Services it restores.
+        a.reserve(existing.len());
         for v in &existing {
             let _ = black_box(a.restore(black_box(v)));
         }
@@ -439,6 +441,9 @@ fn bench_rebuild_and_config(rows: &mut Vec<Row>, n: usize, reps: usize) {
     let reference = measure(reps, || {
         let mut r = Reference::new(&cfg);
         let t = Instant::now();
+        // The same head start for the reference.
+        r.used.reserve(existing.len());
+        r.by_service.reserve(existing.len());
         for v in &existing {
             black_box(r.restore(black_box(v)));
         }
@@ -465,6 +470,8 @@ fn bench_rebuild_and_config(rows: &mut Vec<Row>, n: usize, reps: usize) {
     let reference = measure(reps, || {
         let t = Instant::now();
         let mut r = Reference::new(&cfg);
+        r.used.reserve(existing.len());
+        r.by_service.reserve(existing.len());
         for v in &existing {
             black_box(r.restore(v));
         }

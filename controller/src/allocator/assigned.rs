@@ -45,6 +45,13 @@ impl Ips {
         true
     }
 
+    /// Appends `ip` where the caller knows there is room (it adds one address per family, or
+    /// at most two in all); debug builds check it.
+    pub(crate) fn push_family(&mut self, ip: IpAddr) {
+        let stored = self.push(ip);
+        debug_assert!(stored, "a third address");
+    }
+
     pub fn as_slice(&self) -> &[IpAddr] {
         &self.addrs[..usize::from(self.len)]
     }

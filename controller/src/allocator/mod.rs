@@ -352,6 +352,12 @@ impl Services {
         self.index.len()
     }
 
+    fn reserve(&mut self, additional: usize) {
+        self.slots
+            .reserve(additional.saturating_sub(self.free_ids.len()));
+        self.index.reserve(additional, |&(h, _)| h);
+    }
+
     fn iter(&self) -> impl Iterator<Item = (Id, &Slot)> {
         self.slots
             .iter()
@@ -512,6 +518,7 @@ impl Allocator {
         BTreeMap<ServiceKey, Result<Assigned, AllocError>>,
     ) {
         let mut a = Allocator::new(config, class);
+        a.reserve(views.len());
         let mut sorted: Vec<&ServiceView> = views.iter().collect();
         sorted.sort_by(|x, y| x.key.cmp(&y.key));
         // Restores decide only from the holders (sharing) and the pools' ranges, never from the
@@ -532,6 +539,14 @@ impl Allocator {
             }
         }
         (a, out.into_iter().collect())
+    }
+
+    /// Makes room for `additional` more Services holding addresses, so restoring a known number
+    /// of them (a restart) grows no table on the way: no re-hashing, no copying of the slots,
+    /// no half-empty tables left from doubling.
+    pub fn reserve(&mut self, additional: usize) {
+        self.services.reserve(additional);
+        self.holders.reserve(additional);
     }
 
     /// The configuration in force.
@@ -672,8 +687,7 @@ impl Allocator {
         if v.ingress_ips.len() <= 2 {
             for ip in &v.ingress_ips {
                 if !few.contains(ip) {
-                    let stored = few.push(*ip);
-                    debug_assert!(stored, "at most one address per family");
+                    few.push_family(*ip);
                 }
             }
         } else {
@@ -1062,8 +1076,7 @@ impl Allocator {
             };
             let mut ips = Ips::new();
             for f in fam_list.iter() {
-                let stored = ips.push(self.pools[c].lowest_free(*f)?);
-                debug_assert!(stored, "at most one address per family");
+                ips.push_family(self.pools[c].lowest_free(*f)?);
             }
             return Some((ips, c));
         }
@@ -1089,8 +1102,7 @@ impl Allocator {
                     });
                 }
                 self.check_sharing(ip, share, None)?;
-                let stored = out.push(*ip);
-                debug_assert!(stored, "at most one address per family");
+                out.push_family(*ip);
                 continue;
             }
             let shared = share.and_then(|s| s.sharing_key.as_ref()).and_then(|k| {
@@ -1103,15 +1115,11 @@ impl Allocator {
                 })
             });
             if let Some(ip) = shared {
-                let stored = out.push(ip);
-                debug_assert!(stored, "at most one address per family");
+                out.push_family(ip);
                 continue;
             }
             match self.pools[c].lowest_free(f) {
-                Some(ip) => {
-                    let stored = out.push(ip);
-                    debug_assert!(stored, "at most one address per family");
-                }
+                Some(ip) => out.push_family(ip),
                 None => {
                     return Err(AllocError::PoolExhausted {
                         pools: self.pools[c].name().to_string(),
