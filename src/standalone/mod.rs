@@ -144,17 +144,17 @@ fn world(
     live: &BTreeSet<String>,
 ) -> Option<World> {
     let config = engine.config()?.clone();
+    // Sized up front: a filtered iterator gives no lower bound, and this list lives on.
     let mut assigned = Vec::with_capacity(services.len());
     assigned.extend(services.iter().filter_map(|s| {
         engine
             .assignment(&s.key)
             .map(|a| AssignedService::of(s, a.ips.to_vec()))
     }));
-    let services = assigned;
     Some(World {
         config,
         node: node.clone(),
-        services,
+        services: assigned,
         readiness: Readiness::AllReady,
         live_nodes: live.clone(),
     })
