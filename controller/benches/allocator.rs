@@ -432,7 +432,7 @@ fn bench_rebuild_and_config(rows: &mut Vec<Row>, n: usize, reps: usize) {
         let mut a = Allocator::new(cfg.clone(), "ferrolb");
         let t = Instant::now();
         // As the controller's rebuild does: it knows how many Services it restores.
-        a.reserve(existing.len());
+        a.reserve_for(&existing);
         for v in &existing {
             let _ = black_box(a.restore(black_box(v)));
         }

@@ -259,7 +259,7 @@ impl<M> Planner<M> {
     /// A new allocator from every Service's status: restore all (key order), then allocate all.
     fn rebuild(&mut self, config: &Config) -> Vec<(ServiceKey, Allocation)> {
         let mut alloc = Allocator::new(config.clone(), self.class.clone());
-        alloc.reserve(self.services.len());
+        alloc.reserve_for(self.services.values().map(|t| &t.view));
         for t in self.services.values() {
             if alloc.serves(&t.view) {
                 let _ = alloc.restore(&t.view);

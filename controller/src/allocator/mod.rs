@@ -30,18 +30,16 @@
 mod assigned;
 pub mod family;
 mod hasher;
+mod holders;
 #[cfg(test)]
 mod oracle;
 pub mod pool;
 pub mod request;
+mod services;
 pub mod sharing;
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasher;
 use std::net::IpAddr;
-
-use hashbrown::HashTable;
 
 use ferrolb_config::addr::to_u128;
 use ferrolb_config::{Breakage, Config, IpFamily, ServiceKey, ServiceView, TrafficPolicy};
@@ -49,9 +47,10 @@ use ferrolb_config::{Breakage, Config, IpFamily, ServiceKey, ServiceView, Traffi
 use crate::reconcile::{is_ours, Allocation, Plan};
 pub use assigned::{Assigned, Ips, PoolName};
 use family::{fams, FamList, Fams};
-use hasher::Keyed;
+use holders::HolderMap;
 use pool::{fam_idx, PoolIndex};
 use request::{parse_request, Request};
+use services::Services;
 use sharing::{compatible, SharingInfo};
 
 /// Why a Service got no address.
@@ -193,73 +192,61 @@ impl PoolBits {
     }
 }
 
-/// A Service's id inside the allocator: an index into [`Services::slots`], given out when a
-/// Service first holds addresses and reused after it releases them.
+/// A Service's id inside the allocator: an index into the slots of [`Services`], given out when
+/// a Service first holds addresses and reused after it releases them.
 type Id = u32;
 
-/// The Services holding one address. One holder (the common case) needs no `Vec`; several are
-/// kept sorted by key (the order sharing checks report in).
-#[derive(Debug, Clone)]
-enum Holders {
-    One(Id),
-    Many(Vec<Id>),
-}
-
-impl Holders {
-    fn ids(&self) -> &[Id] {
-        match self {
-            Holders::One(id) => std::slice::from_ref(id),
-            Holders::Many(ids) => ids,
-        }
-    }
-}
-
-/// A Service key in one allocation: `namespace` then `name`, split at `split`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Name {
-    text: Box<str>,
-    split: usize,
-}
-
-impl Name {
-    fn of(key: &ServiceKey) -> Name {
-        let mut text = String::with_capacity(key.namespace.len() + key.name.len());
-        text.push_str(&key.namespace);
-        text.push_str(&key.name);
-        Name {
-            text: text.into_boxed_str(),
-            split: key.namespace.len(),
-        }
-    }
-
-    /// `(namespace, name)`: hashes and orders as the [`ServiceKey`] does.
-    fn parts(&self) -> (&str, &str) {
-        self.text.split_at(self.split)
-    }
-
-    fn is(&self, key: &ServiceKey) -> bool {
-        self.parts() == (key.namespace.as_str(), key.name.as_str())
-    }
-
-    fn to_key(&self) -> ServiceKey {
-        let (ns, name) = self.parts();
-        ServiceKey::new(ns, name)
-    }
-}
-
-/// What the allocator keeps per Service holding addresses.
+/// What the allocator keeps per Service holding addresses (80 bytes; the key is in [`Services`]).
 #[derive(Debug, Clone)]
 struct Slot {
-    key: Name,
-    /// The key's hash in [`Services::index`].
-    hash: u64,
     assigned: Assigned,
-    /// The first pool named `assigned.pool` (what a by-name lookup gives), kept in step with
-    /// the config so the "does it still fit" check needs no lookup.
-    named_pool: Option<usize>,
     /// Sharing rules' view of the Service; `None` without a sharing key (then it cannot share
     /// with anyone and nothing else about it matters for sharing).
     share: Option<Box<SharingInfo>>,
+    /// Where [`Services`] keeps the key.
+    name: services::NameAt,
+    /// The first pool named `assigned.pool` (what a by-name lookup gives), kept in step with
+    /// the config so the "does it still fit" check needs no lookup; [`NO_POOL`] when none is.
+    named_pool: u32,
+}
+
+/// [`Slot::named_pool`] when no pool has the name.
+const NO_POOL: u32 = u32::MAX;
+
+impl Slot {
+    fn new(assigned: Assigned, share: Option<Box<SharingInfo>>, named_pool: Option<usize>) -> Slot {
+        let mut s = Slot {
+            assigned,
+            share,
+            name: services::NameAt::default(),
+            named_pool: NO_POOL,
+        };
+        s.set_named_pool(named_pool);
+        s
+    }
+
+    fn named_pool(&self) -> Option<usize> {
+        (self.named_pool != NO_POOL).then_some(self.named_pool as usize)
+    }
+
+    fn set_named_pool(&mut self, pool: Option<usize>) {
+        self.named_pool = pool
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p != NO_POOL)
+            .unwrap_or(NO_POOL);
+    }
+
+    #[cfg(test)]
+    fn for_tests() -> Slot {
+        Slot::new(
+            Assigned {
+                ips: Ips::new(),
+                pool: PoolName::from("p"),
+            },
+            None,
+            None,
+        )
+    }
 }
 
 /// The sharing view of a Service without a sharing key ([`compatible`] refuses it first).
@@ -273,98 +260,6 @@ static NO_SHARING: SharingInfo = SharingInfo {
     policy: TrafficPolicy::Cluster,
     selector: BTreeMap::new(),
 };
-
-/// Interned Services: each key is stored once, in its slot; the key -> id table holds ids and
-/// their keys' hashes (hashed with a randomly keyed hash, see [`hasher`]), so growing the table
-/// and skipping non-matching entries never touch the keys; everything else refers to Services
-/// by id.
-#[derive(Debug, Clone, Default)]
-struct Services {
-    hasher: Keyed,
-    index: HashTable<(u64, Id)>,
-    slots: Vec<Option<Slot>>,
-    /// Ids of empty slots, reused before the slot vector grows.
-    free_ids: Vec<Id>,
-}
-
-impl Services {
-    fn hash(&self, key: &ServiceKey) -> u64 {
-        self.hasher
-            .hash_one((key.namespace.as_str(), key.name.as_str()))
-    }
-
-    fn id(&self, key: &ServiceKey) -> Option<Id> {
-        let h = self.hash(key);
-        self.index
-            .find(h, |&(eh, id)| {
-                eh == h
-                    && self.slots[id as usize]
-                        .as_ref()
-                        .is_some_and(|s| s.key.is(key))
-            })
-            .map(|&(_, id)| id)
-    }
-
-    fn get(&self, id: Id) -> &Slot {
-        self.slots[id as usize]
-            .as_ref()
-            .expect("ids in the allocator's indexes are live")
-    }
-
-    fn get_mut(&mut self, id: Id) -> &mut Slot {
-        self.slots[id as usize]
-            .as_mut()
-            .expect("ids in the allocator's indexes are live")
-    }
-
-    /// Stores `key`'s `slot` (`key` must not be present) under a new or reused id.
-    fn insert(&mut self, key: &ServiceKey, mut slot: Slot) -> Id {
-        let h = self.hash(key);
-        slot.hash = h;
-        let id = match self.free_ids.pop() {
-            Some(id) => {
-                self.slots[id as usize] = Some(slot);
-                id
-            }
-            None => {
-                let id = Id::try_from(self.slots.len()).expect("fewer than 2^32 Services");
-                self.slots.push(Some(slot));
-                id
-            }
-        };
-        self.index.insert_unique(h, (h, id), |&(eh, _)| eh);
-        id
-    }
-
-    /// Removes Service `id`; its id becomes free for reuse.
-    fn remove(&mut self, id: Id) -> Slot {
-        let slot = self.slots[id as usize]
-            .take()
-            .expect("ids in the allocator's indexes are live");
-        if let Ok(e) = self.index.find_entry(slot.hash, |&(_, i)| i == id) {
-            e.remove();
-        }
-        self.free_ids.push(id);
-        slot
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    fn reserve(&mut self, additional: usize) {
-        self.slots
-            .reserve(additional.saturating_sub(self.free_ids.len()));
-        self.index.reserve(additional, |&(h, _)| h);
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (Id, &Slot)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((i as Id, s.as_ref()?)))
-    }
-}
 
 /// The allocator state: config in force, per-pool free space, who holds what.
 ///
@@ -384,7 +279,7 @@ pub struct Allocator {
     auto_free: [PoolBits; 2],
     services: Services,
     /// Address -> the Services holding it.
-    holders: HashMap<IpAddr, Holders, Keyed>,
+    holders: HolderMap,
     /// sharing key -> addresses held by Services with that key.
     by_sharing_key: BTreeMap<String, BTreeSet<IpAddr>>,
     /// While set, commits and releases leave the pools' free indexes alone;
@@ -422,7 +317,7 @@ impl Allocator {
             first_of_name: Vec::new(),
             auto_free: Default::default(),
             services: Services::default(),
-            holders: HashMap::default(),
+            holders: HolderMap::default(),
             by_sharing_key: BTreeMap::new(),
             defer_takes: false,
             #[cfg(test)]
@@ -480,7 +375,7 @@ impl Allocator {
     /// (so each take trims the front of a free interval instead of splitting intervals all over
     /// the range), and refreshes the free-pool bits.
     fn retake_held(&mut self) {
-        let mut ips: Vec<IpAddr> = self.holders.keys().copied().collect();
+        let mut ips: Vec<IpAddr> = self.holders.ips().collect();
         ips.sort_unstable();
         for ip in &ips {
             if let Some(i) = self.pool_of(ip) {
@@ -518,7 +413,7 @@ impl Allocator {
         BTreeMap<ServiceKey, Result<Assigned, AllocError>>,
     ) {
         let mut a = Allocator::new(config, class);
-        a.reserve(views.len());
+        a.reserve_for(views);
         let mut sorted: Vec<&ServiceView> = views.iter().collect();
         sorted.sort_by(|x, y| x.key.cmp(&y.key));
         // Restores decide only from the holders (sharing) and the pools' ranges, never from the
@@ -541,12 +436,26 @@ impl Allocator {
         (a, out.into_iter().collect())
     }
 
-    /// Makes room for `additional` more Services holding addresses, so restoring a known number
-    /// of them (a restart) grows no table on the way: no re-hashing, no copying of the slots,
-    /// no half-empty tables left from doubling.
-    pub fn reserve(&mut self, additional: usize) {
-        self.services.reserve(additional);
-        self.holders.reserve(additional);
+    /// Makes room for restoring `views` (their keys and the addresses their statuses name), so
+    /// restoring a known set of Services (a restart) grows no table on the way: no re-hashing,
+    /// no copying of the slots, no half-empty tables left from doubling.
+    pub fn reserve_for<'a>(&mut self, views: impl IntoIterator<Item = &'a ServiceView>) {
+        let (mut services, mut key_bytes, mut v4, mut v6) = (0, 0, 0, 0);
+        for v in views {
+            if v.ingress_ips.is_empty() {
+                continue;
+            }
+            services += 1;
+            key_bytes += v.key.namespace.len() + v.key.name.len();
+            for ip in &v.ingress_ips {
+                match ip {
+                    IpAddr::V4(_) => v4 += 1,
+                    IpAddr::V6(_) => v6 += 1,
+                }
+            }
+        }
+        self.services.reserve(services, key_bytes);
+        self.holders.reserve(v4, v6);
     }
 
     /// The configuration in force.
@@ -584,17 +493,18 @@ impl Allocator {
     pub fn assignments(&self) -> BTreeMap<ServiceKey, Assigned> {
         self.services
             .iter()
-            .map(|(_, s)| (s.key.to_key(), s.assigned.clone()))
+            .map(|(id, s)| (self.services.key(id), s.assigned.clone()))
             .collect()
     }
 
     /// Every held `(service, address)`, in key order.
     pub fn held(&self) -> Vec<(ServiceKey, IpAddr)> {
-        let mut by_key: Vec<&Slot> = self.services.iter().map(|(_, s)| s).collect();
-        by_key.sort_unstable_by(|a, b| a.key.parts().cmp(&b.key.parts()));
+        let services = &self.services;
+        let mut by_key: Vec<(Id, &Slot)> = services.iter().collect();
+        by_key.sort_unstable_by(|a, b| services.key_parts(a.0).cmp(&services.key_parts(b.0)));
         by_key
             .into_iter()
-            .flat_map(|s| s.assigned.ips.iter().map(move |ip| (s.key.to_key(), *ip)))
+            .flat_map(|(id, s)| s.assigned.ips.iter().map(move |ip| (services.key(id), *ip)))
             .collect()
     }
 
@@ -625,8 +535,8 @@ impl Allocator {
         };
         if !self
             .holders
-            .keys()
-            .all(|ip| new_ranges.pool_of(&new_pools, ip).is_some())
+            .ips()
+            .all(|ip| new_ranges.pool_of(&new_pools, &ip).is_some())
         {
             let broken = ferrolb_config::breaking(&new, &self.held());
             if !broken.is_empty() {
@@ -641,7 +551,7 @@ impl Allocator {
             &self.first_of_name,
             &self.pool_names,
         );
-        for slot in self.services.slots.iter_mut().flatten() {
+        for slot in self.services.slots_mut() {
             let home = slot
                 .assigned
                 .ips
@@ -652,9 +562,12 @@ impl Allocator {
                     if slot.assigned.pool != pools[i].name() {
                         slot.assigned.pool = pools[i].shared_name().clone();
                     }
-                    slot.named_pool = Some(first_of_name[i]);
+                    slot.set_named_pool(Some(first_of_name[i]));
                 }
-                None => slot.named_pool = names.get(slot.assigned.pool.as_str()).copied(),
+                None => {
+                    let named = names.get(slot.assigned.pool.as_str()).copied();
+                    slot.set_named_pool(named);
+                }
             }
         }
         Ok(())
@@ -778,22 +691,10 @@ impl Allocator {
     fn release_id(&mut self, id: Id) -> Assigned {
         let slot = self.services.remove(id);
         for ip in &slot.assigned.ips {
-            let empty = self.holders.get_mut(ip).is_some_and(|hs| match hs {
-                Holders::One(x) => *x == id,
-                Holders::Many(ids) => {
-                    ids.retain(|x| *x != id);
-                    if let [only] = ids[..] {
-                        *hs = Holders::One(only);
-                    }
-                    false
-                }
-            });
-            if empty {
-                self.holders.remove(ip);
-                if !self.defer_takes {
-                    if let Some(i) = self.pool_of(ip) {
-                        self.release_in(i, ip);
-                    }
+            // The last holder gone: the address is free again.
+            if self.holders.remove(ip, id) && !self.defer_takes {
+                if let Some(i) = self.pool_of(ip) {
+                    self.release_in(i, ip);
                 }
             }
             if let Some(k) = slot.share.as_ref().and_then(|s| s.sharing_key.as_deref()) {
@@ -804,14 +705,12 @@ impl Allocator {
     }
 
     fn drop_from_sharing_index(&mut self, sk: &str, ip: &IpAddr) {
-        let still_used = self.holders.get(ip).is_some_and(|hs| {
-            hs.ids().iter().any(|&other| {
-                self.services
-                    .get(other)
-                    .share
-                    .as_ref()
-                    .is_some_and(|s| s.sharing_key.as_deref() == Some(sk))
-            })
+        let still_used = self.holders.get(ip).ids().iter().any(|&other| {
+            self.services
+                .get(other)
+                .share
+                .as_ref()
+                .is_some_and(|s| s.sharing_key.as_deref() == Some(sk))
         });
         if !still_used {
             let empty = self.by_sharing_key.get_mut(sk).is_some_and(|s| {
@@ -882,10 +781,8 @@ impl Allocator {
         share: Option<&SharingInfo>,
         me: Option<Id>,
     ) -> Result<(), AllocError> {
-        let Some(hs) = self.holders.get(ip) else {
-            return Ok(());
-        };
-        for &other in hs.ids() {
+        let holding = self.holders.get(ip);
+        for &other in holding.ids() {
             if Some(other) == me {
                 continue;
             }
@@ -896,7 +793,7 @@ impl Allocator {
             )
             .map_err(|why| AllocError::SharingConflict {
                 ip: *ip,
-                other: o.key.to_key(),
+                other: self.services.key(other),
                 why,
             })?;
         }
@@ -912,7 +809,7 @@ impl Allocator {
         share: Option<&SharingInfo>,
     ) -> bool {
         let current = &slot.assigned;
-        let Some(pool) = slot.named_pool else {
+        let Some(pool) = slot.named_pool() else {
             return false;
         };
         if !current.ips.iter().all(|ip| self.pools[pool].may_assign(ip)) {
@@ -1141,39 +1038,31 @@ impl Allocator {
     ) -> Id {
         let sharing_key = share.as_ref().and_then(|s| s.sharing_key.clone());
         let ips_len = assigned.ips.len();
-        let id = self.services.insert(
-            key,
-            Slot {
-                key: Name::of(key),
-                hash: 0,
-                assigned,
-                named_pool: self.first_of_name.get(pool).copied(),
-                share,
-            },
-        );
+        let named_pool = self.first_of_name.get(pool).copied();
+        let id = self
+            .services
+            .insert(key, Slot::new(assigned, share, named_pool));
         for n in 0..ips_len {
             let ip = self.services.get(id).assigned.ips[n];
-            let first_holder = match self.holders.entry(ip) {
-                Entry::Vacant(e) => {
-                    e.insert(Holders::One(id));
-                    true
-                }
-                Entry::Occupied(mut e) => {
-                    let services = &self.services;
-                    let h = e.get_mut();
-                    let mut ids = match h {
-                        Holders::One(x) => vec![*x],
-                        Holders::Many(ids) => std::mem::take(ids),
-                    };
-                    let me = (key.namespace.as_str(), key.name.as_str());
-                    let at = ids.partition_point(|&x| services.get(x).key.parts() < me);
-                    ids.insert(at, id);
-                    *h = Holders::Many(ids);
-                    false
-                }
-            };
+            let services = &self.services;
+            let first_holder = self.holders.add(&ip, id, |ids| {
+                let me = (key.namespace.as_str(), key.name.as_str());
+                ids.partition_point(|&x| services.key_parts(x) < me)
+            });
             if first_holder && !self.defer_takes {
-                if let Some(i) = self.pool_of(&ip) {
+                // Without overlapping ranges `pool` is the one pool that may hand out `ip` (every
+                // path here checked that it may), so no lookup is needed.
+                let home = if self.ranges.overlapping {
+                    self.pool_of(&ip)
+                } else {
+                    debug_assert_eq!(
+                        self.pool_of(&ip),
+                        Some(pool),
+                        "{ip} is not from pool {pool}"
+                    );
+                    Some(pool)
+                };
+                if let Some(i) = home {
                     self.take_in(i, &ip);
                 }
             }
@@ -1504,9 +1393,10 @@ mod tests {
                 prop_assert_eq!(new.len(), old.assignments().len());
             }
             // Every id in use is live and every free id is empty.
-            let live = new.services.slots.iter().filter(|s| s.is_some()).count();
+            let live = new.services.iter().count();
             prop_assert_eq!(live, new.len());
-            prop_assert_eq!(live + new.services.free_ids.len(), new.services.slots.len());
+            let (used, free) = new.services.ids_used();
+            prop_assert_eq!(live + free.len(), used);
         }
     }
 
@@ -1518,16 +1408,15 @@ mod tests {
         let ax = a.allocate(&x).ok();
         let ay = a.allocate(&y).ok();
         assert!(ax.is_some() && ay.is_some());
-        assert_eq!(a.services.slots.len(), 2);
+        assert_eq!(a.services.ids_used(), (2, &[][..]));
         assert_eq!(a.release(&x.key), ax);
-        assert_eq!(a.services.free_ids, vec![0]);
+        assert_eq!(a.services.ids_used(), (2, &[0][..]));
         assert_eq!(a.assignment(&x.key), None);
         // A new Service takes the freed id; the old key does not come back with it.
         let z = view(3, 0, 0, false, None);
         let az = a.allocate(&z).ok();
         assert!(az.is_some());
-        assert_eq!(a.services.slots.len(), 2);
-        assert!(a.services.free_ids.is_empty());
+        assert_eq!(a.services.ids_used(), (2, &[][..]));
         assert_eq!(a.services.id(&z.key), Some(0));
         assert_eq!(a.assignment(&x.key), None);
         assert_eq!(a.assignment(&y.key), ay.as_ref());
@@ -1553,17 +1442,18 @@ mod tests {
         }
         let ip = IpAddr::from([192, 0, 2, 8]);
         let keys = |a: &Allocator| -> Vec<String> {
-            a.holders[&ip]
+            a.holders
+                .get(&ip)
                 .ids()
                 .iter()
-                .map(|&i| a.services.get(i).key.to_key().name)
+                .map(|&i| a.services.key(i).name)
                 .collect()
         };
         assert_eq!(keys(&a), ["s3", "s5", "s9"]);
         a.release(&ServiceKey::new("ns", "s3"));
         assert_eq!(keys(&a), ["s5", "s9"]);
         a.release(&ServiceKey::new("ns", "s9"));
-        assert!(matches!(a.holders[&ip], Holders::One(_)));
+        assert!(matches!(a.holders.get(&ip), holders::Holding::One(_)));
         // s1 reuses a freed id and sorts first; a conflicting Service names the first holder.
         assert!(a.allocate(&share(1, 4)).is_ok());
         assert_eq!(keys(&a), ["s1", "s5"]);

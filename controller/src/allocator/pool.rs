@@ -46,6 +46,17 @@ impl RangeIndex {
 
     /// Removes `v` from the free set; false if it was not free.
     fn take(&mut self, v: u128) -> bool {
+        // The usual case, taking the lowest free value, changes the first interval only.
+        if let Some(mut first) = self.free.first_entry() {
+            if *first.get() == v {
+                if *first.key() == v {
+                    first.remove();
+                } else {
+                    *first.get_mut() = v + 1;
+                }
+                return true;
+            }
+        }
         let Some((&e, s)) = self.free.range_mut(v..).next() else {
             return false;
         };

@@ -1,0 +1,222 @@
+//! Which Services hold each address: address -> Service ids, in as little memory as the common
+//! case allows. Most addresses have one holder; shared ones have several, kept in the order the
+//! caller chooses (the allocator keeps them sorted by key).
+//!
+//! Each family has its own table keyed by the address itself (an IPv4 address as a `u32`), and
+//! each entry is one `u32`: the holder's id, or, with the top bit set, the index of a list of
+//! ids kept aside. An IPv4 entry takes 8 bytes where an `IpAddr -> enum` entry took 48, so a
+//! table for 100k addresses is about 1 MiB instead of 6, and growing it touches a sixth of the
+//! pages.
+//!
+//! Must not: know about pools, keys or sharing rules; it only records ids per address.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+
+use super::hasher::Keyed;
+use super::Id;
+
+/// Marks an entry that is an index into [`HolderMap::lists`] rather than an id.
+const LIST: u32 = 1 << 31;
+
+/// The largest id a holder entry can carry.
+pub(super) const MAX_ID: Id = LIST - 1;
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct HolderMap {
+    v4: HashMap<u32, u32, Keyed>,
+    v6: HashMap<Ipv6Addr, u32, Keyed>,
+    /// The holders of shared addresses (two or more ids each).
+    lists: Vec<Vec<Id>>,
+    /// Indexes of `lists` that are unused, reused first.
+    free_lists: Vec<u32>,
+}
+
+impl HolderMap {
+    fn entry_of(&self, ip: &IpAddr) -> Option<u32> {
+        match ip {
+            IpAddr::V4(a) => self.v4.get(&u32::from(*a)).copied(),
+            IpAddr::V6(a) => self.v6.get(a).copied(),
+        }
+    }
+
+    fn entry_mut(&mut self, ip: &IpAddr) -> Option<&mut u32> {
+        match ip {
+            IpAddr::V4(a) => self.v4.get_mut(&u32::from(*a)),
+            IpAddr::V6(a) => self.v6.get_mut(a),
+        }
+    }
+
+    /// The holders of `ip` (empty when none).
+    pub(super) fn get(&self, ip: &IpAddr) -> Holding<'_> {
+        match self.entry_of(ip) {
+            None => Holding::None,
+            Some(e) if e & LIST == 0 => Holding::One(e),
+            Some(e) => Holding::Many(&self.lists[(e & !LIST) as usize]),
+        }
+    }
+
+    /// Adds `id` as a holder of `ip`. With holders already there, `at` says where in their list
+    /// `id` goes. Returns true when `id` is the first holder.
+    pub(super) fn add(&mut self, ip: &IpAddr, id: Id, at: impl FnOnce(&[Id]) -> usize) -> bool {
+        debug_assert!(id <= MAX_ID, "id {id} does not fit a holder entry");
+        let existing = match ip {
+            IpAddr::V4(a) => match self.v4.entry(u32::from(*a)) {
+                Entry::Vacant(v) => {
+                    v.insert(id);
+                    return true;
+                }
+                Entry::Occupied(o) => *o.get(),
+            },
+            IpAddr::V6(a) => match self.v6.entry(*a) {
+                Entry::Vacant(v) => {
+                    v.insert(id);
+                    return true;
+                }
+                Entry::Occupied(o) => *o.get(),
+            },
+        };
+        if existing & LIST != 0 {
+            let list = &mut self.lists[(existing & !LIST) as usize];
+            let i = at(list);
+            list.insert(i, id);
+        } else {
+            let mut list = vec![existing];
+            let i = at(&list);
+            list.insert(i, id);
+            let index = match self.free_lists.pop() {
+                Some(i) => {
+                    self.lists[i as usize] = list;
+                    i
+                }
+                None => {
+                    self.lists.push(list);
+                    u32::try_from(self.lists.len() - 1).expect("fewer than 2^31 shared addresses")
+                }
+            };
+            debug_assert!(index < LIST);
+            *self.entry_mut(ip).expect("the entry read above") = index | LIST;
+        }
+        false
+    }
+
+    /// Removes `id` from the holders of `ip`. Returns true when nobody holds `ip` any more.
+    pub(super) fn remove(&mut self, ip: &IpAddr, id: Id) -> bool {
+        let Some(e) = self.entry_of(ip) else {
+            return false;
+        };
+        if e & LIST == 0 {
+            if e != id {
+                return false;
+            }
+            match ip {
+                IpAddr::V4(a) => self.v4.remove(&u32::from(*a)),
+                IpAddr::V6(a) => self.v6.remove(a),
+            };
+            return true;
+        }
+        let index = e & !LIST;
+        let list = &mut self.lists[index as usize];
+        list.retain(|x| *x != id);
+        if let [only] = list[..] {
+            // Back to one holder: the list is freed for reuse.
+            self.lists[index as usize] = Vec::new();
+            self.free_lists.push(index);
+            *self.entry_mut(ip).expect("the entry read above") = only;
+        }
+        false
+    }
+
+    /// Every held address, in no particular order.
+    pub(super) fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let v4 = self
+            .v4
+            .keys()
+            .map(|a| IpAddr::from(std::net::Ipv4Addr::from(*a)));
+        v4.chain(self.v6.keys().map(|a| IpAddr::V6(*a)))
+    }
+
+    /// Room for `v4` more IPv4 and `v6` more IPv6 held addresses.
+    pub(super) fn reserve(&mut self, v4: usize, v6: usize) {
+        self.v4.reserve(v4);
+        self.v6.reserve(v6);
+    }
+}
+
+/// The holders of one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Holding<'a> {
+    None,
+    One(Id),
+    Many(&'a [Id]),
+}
+
+impl<'a> Holding<'a> {
+    pub(super) fn ids(&self) -> &[Id] {
+        match self {
+            Holding::None => &[],
+            Holding::One(id) => std::slice::from_ref(id),
+            Holding::Many(ids) => ids,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Where `id` goes in a sorted list.
+    fn sorted(id: Id) -> impl FnOnce(&[Id]) -> usize {
+        move |ids| ids.partition_point(|x| *x < id)
+    }
+
+    #[test]
+    fn one_holder_then_a_list_then_one_again() {
+        let mut h = HolderMap::default();
+        let a = ip("192.0.2.1");
+        assert_eq!(h.get(&a), Holding::None);
+        assert!(h.add(&a, 7, sorted(7)));
+        assert_eq!(h.get(&a), Holding::One(7));
+        assert!(!h.add(&a, 3, sorted(3)));
+        assert!(!h.add(&a, 5, sorted(5)));
+        assert_eq!(h.get(&a).ids(), [3, 5, 7]);
+        // Removing someone who does not hold it changes nothing.
+        assert!(!h.remove(&a, 9));
+        assert!(!h.remove(&a, 5));
+        assert!(!h.remove(&a, 3));
+        assert_eq!(h.get(&a), Holding::One(7));
+        assert!(!h.remove(&a, 8));
+        assert!(h.remove(&a, 7));
+        assert_eq!(h.get(&a), Holding::None);
+        assert!(!h.remove(&a, 7));
+        // The freed list is reused for the next shared address.
+        let b = ip("2001:db8::1");
+        assert!(h.add(&b, 1, sorted(1)));
+        assert!(!h.add(&b, 2, sorted(2)));
+        assert_eq!(h.lists.len(), 1);
+        assert_eq!(h.get(&b).ids(), [1, 2]);
+    }
+
+    #[test]
+    fn families_and_addresses_are_kept_apart() {
+        let mut h = HolderMap::default();
+        // 0.0.0.1 and ::1 are the same integer in different families.
+        let (v4, v6) = (ip("0.0.0.1"), ip("::1"));
+        assert!(h.add(&v4, 1, sorted(1)));
+        assert!(h.add(&v6, 2, sorted(2)));
+        assert!(h.add(&ip("0.0.0.2"), 3, sorted(3)));
+        assert_eq!(h.get(&v4), Holding::One(1));
+        assert_eq!(h.get(&v6), Holding::One(2));
+        let mut all: Vec<IpAddr> = h.ips().collect();
+        all.sort();
+        assert_eq!(all, [ip("0.0.0.1"), ip("0.0.0.2"), ip("::1")]);
+        // The largest id fits an entry and is not taken for a list.
+        assert!(h.add(&ip("198.51.100.1"), MAX_ID, sorted(MAX_ID)));
+        assert_eq!(h.get(&ip("198.51.100.1")), Holding::One(MAX_ID));
+    }
+}
