@@ -584,19 +584,22 @@ fn main() {
         "case", "n", "unit", "ferrolb", "reference", "ratio"
     );
     // `FERROLB_BENCH_LAYOUT=/64`: only the layouts whose name contains this (and no rebuild or
-    // config cases), e.g. to profile one case.
+    // config cases), e.g. to profile one case; `FERROLB_BENCH_LAYOUT=rebuild`: only the rebuild
+    // and config cases.
     let only = std::env::var("FERROLB_BENCH_LAYOUT").ok();
+    let rebuild_only = only.as_deref() == Some("rebuild");
     let mut rows = Vec::new();
     for &n in &sizes {
         for layout in &layouts(n) {
-            if only
-                .as_ref()
-                .is_none_or(|o| layout.name.contains(o.as_str()))
+            if !rebuild_only
+                && only
+                    .as_ref()
+                    .is_none_or(|o| layout.name.contains(o.as_str()))
             {
                 bench_layout(&mut rows, layout, n, reps);
             }
         }
-        if only.is_none() {
+        if only.is_none() || rebuild_only {
             bench_rebuild_and_config(&mut rows, n, reps);
         }
     }

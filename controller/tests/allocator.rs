@@ -382,11 +382,11 @@ fn set_config_refuses_breaking_and_rehomes() {
     // Fresh start with the breaking config: the misfit gets a new address.
     let mut a_view = svc("a");
     a_view.ingress_ips = vec![ip("192.0.2.10")];
-    let (_, out) = Allocator::fresh(breaking, CLASS, &[a_view]);
-    assert_eq!(
-        out[&ServiceKey::new("ns", "a")].as_ref().unwrap().ips,
-        vec![ip("203.0.113.0")]
-    );
+    let views = [a_view];
+    let (_, out) = Allocator::fresh(breaking, CLASS, &views);
+    assert_eq!(out.len(), 1);
+    assert_eq!(*out[0].0, ServiceKey::new("ns", "a"));
+    assert_eq!(out[0].1.as_ref().unwrap().ips, vec![ip("203.0.113.0")]);
 }
 
 #[test]
@@ -612,4 +612,22 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn fresh_reports_each_key_once_in_key_order_the_last_view_of_a_key_winning() {
+    // "b" twice: its first view holds .10, its second asks for the second pool.
+    let mut b1 = svc("b");
+    b1.ingress_ips = vec![ip("192.0.2.10")];
+    let b2 = with_ann(svc("b"), "metallb.universe.tf/address-pool", "second");
+    let views = [b1, svc("a"), b2];
+    let (a, out) = Allocator::fresh(cfg(TWO_POOLS), CLASS, &views);
+    let keys: Vec<&str> = out.iter().map(|(k, _)| k.name.as_str()).collect();
+    assert_eq!(keys, ["a", "b"]);
+    // "a" got what the restore of .10 left; "b" ends as its last view asks.
+    assert_eq!(out[0].1.as_ref().unwrap().ips, vec![ip("192.0.2.11")]);
+    let b = out[1].1.as_ref().unwrap();
+    assert_eq!(b.ips, vec![ip("198.51.100.0")]);
+    assert_eq!(b.pool.as_str(), "second");
+    assert_eq!(a.assignment(&ServiceKey::new("ns", "b")), Some(b));
 }

@@ -192,6 +192,9 @@ impl PoolBits {
     }
 }
 
+/// One Service's outcome from [`Allocator::fresh`]: its key and what it got.
+pub type Outcome<'a> = (&'a ServiceKey, Result<Assigned, AllocError>);
+
 /// A Service's id inside the allocator: an index into the slots of [`Services`], given out when
 /// a Service first holds addresses and reused after it releases them.
 type Id = u32;
@@ -403,15 +406,13 @@ impl Allocator {
 
     /// The restarted-controller path: load `config` unconditionally, restore every Service's
     /// current addresses (in key order; those that no longer fit are dropped), then allocate every
-    /// Service we serve (in key order). Returns the outcome per served Service.
+    /// Service we serve (in key order). Returns the outcome per served Service, in key order,
+    /// one per key (of views with one key, the last one's).
     pub fn fresh(
         config: Config,
         class: impl Into<String>,
         views: &[ServiceView],
-    ) -> (
-        Allocator,
-        BTreeMap<ServiceKey, Result<Assigned, AllocError>>,
-    ) {
+    ) -> (Allocator, Vec<Outcome<'_>>) {
         let mut a = Allocator::new(config, class);
         a.reserve_for(views);
         let mut sorted: Vec<&ServiceView> = views.iter().collect();
@@ -426,14 +427,18 @@ impl Allocator {
         }
         a.defer_takes = false;
         a.retake_held();
-        // Built from key order in one go (later duplicates win, as with repeated inserts).
-        let mut out = Vec::with_capacity(sorted.len());
+        let mut out: Vec<Outcome> = Vec::with_capacity(sorted.len());
         for v in sorted {
             if a.serves(v) {
-                out.push((v.key.clone(), a.allocate(v)));
+                let r = a.allocate(v);
+                // Views with one key are adjacent (a stable sort): the last one's outcome stands.
+                match out.last_mut() {
+                    Some(last) if *last.0 == v.key => last.1 = r,
+                    _ => out.push((&v.key, r)),
+                }
             }
         }
-        (a, out.into_iter().collect())
+        (a, out)
     }
 
     /// Makes room for restoring `views` (their keys and the addresses their statuses name), so
@@ -759,7 +764,7 @@ impl Allocator {
             None => AllocError::NotInAnyPool { ip: *ip },
         };
         let pool = self.pool_of(&first).ok_or_else(|| not_assignable(&first))?;
-        for ip in ips {
+        for ip in ips.iter().filter(|ip| **ip != first) {
             let p = self.pool_of(ip).ok_or_else(|| not_assignable(ip))?;
             if p != pool {
                 return Err(AllocError::SplitPools {
@@ -828,11 +833,23 @@ impl Allocator {
                 .preferred
                 .as_ref()
                 .is_some_and(|p| have == set(&mut p.iter().copied()));
+        // A Service without a sharing key is the only holder of its addresses (nobody can share
+        // with it), so there is no one to check against.
+        let alone = slot.share.is_none();
+        debug_assert!(
+            !alone
+                || current
+                    .ips
+                    .iter()
+                    .all(|ip| self.holders.get(ip) == holders::Holding::One(id)),
+            "a Service without a sharing key shares an address"
+        );
         families_ok
-            && current
-                .ips
-                .iter()
-                .all(|ip| self.check_sharing(ip, share, Some(id)).is_ok())
+            && (alone
+                || current
+                    .ips
+                    .iter()
+                    .all(|ip| self.check_sharing(ip, share, Some(id)).is_ok()))
     }
 
     /// Chooses addresses for a Service that holds none.
@@ -1094,7 +1111,7 @@ pub fn plan(config: &Config, class: &str, views: &[ServiceView]) -> Plan {
                 reason: e.to_string(),
             },
         };
-        out.allocations.insert(k, alloc);
+        out.allocations.insert(k.clone(), alloc);
     }
     for u in a.usage() {
         out.pools.insert(u.pool, (u.in_use, u.addresses_total));
@@ -1382,6 +1399,8 @@ mod tests {
                         let c = ferrolb_config::parse(if b { NEW_CONFIG } else { CONFIG }).unwrap_or_default();
                         let (a, got) = Allocator::fresh(c.clone(), "ferrolb", &views);
                         let (o, want) = oracle::Allocator::fresh(c, "ferrolb", &views);
+                        let got: BTreeMap<ServiceKey, Result<Assigned, AllocError>> =
+                            got.into_iter().map(|(k, r)| (k.clone(), r)).collect();
                         prop_assert_eq!(got, want);
                         new = a;
                         old = o;
