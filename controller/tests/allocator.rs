@@ -630,4 +630,15 @@ fn fresh_reports_each_key_once_in_key_order_the_last_view_of_a_key_winning() {
     assert_eq!(b.ips, vec![ip("198.51.100.0")]);
     assert_eq!(b.pool.as_str(), "second");
     assert_eq!(a.assignment(&ServiceKey::new("ns", "b")), Some(b));
+
+    // A last view that is not ours (another class) does not replace the outcome of the view
+    // before it that is.
+    let mut held = svc("c");
+    held.ingress_ips = vec![ip("192.0.2.11")];
+    let mut other = svc("c");
+    other.load_balancer_class = Some("someone-else".into());
+    let views = [held, other];
+    let (_, out) = Allocator::fresh(cfg(TWO_POOLS), CLASS, &views);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1.as_ref().unwrap().ips, vec![ip("192.0.2.11")]);
 }

@@ -4,9 +4,9 @@
 //!
 //! Each family has its own table keyed by the address itself (an IPv4 address as a `u32`), and
 //! each entry is one `u32`: the holder's id, or, with the top bit set, the index of a list of
-//! ids kept aside. An IPv4 entry takes 8 bytes where an `IpAddr -> enum` entry took 48, so a
-//! table for 100k addresses is about 1 MiB instead of 6, and growing it touches a sixth of the
-//! pages.
+//! ids kept aside. An IPv4 entry is 8 bytes (plus the table's control byte and spare room) where
+//! an `IpAddr -> enum` entry was 48, so a table for 100k addresses is about 1 MiB instead of 6,
+//! and growing it touches a sixth of the pages.
 //!
 //! Must not: know about pools, keys or sharing rules; it only records ids per address.
 
@@ -92,7 +92,10 @@ impl HolderMap {
                 }
                 None => {
                     self.lists.push(list);
-                    u32::try_from(self.lists.len() - 1).expect("fewer than 2^31 shared addresses")
+                    u32::try_from(self.lists.len() - 1)
+                        .ok()
+                        .filter(|i| *i < LIST)
+                        .expect("fewer than 2^31 shared addresses")
                 }
             };
             debug_assert!(index < LIST);

@@ -196,7 +196,8 @@ impl PoolBits {
 pub type Outcome<'a> = (&'a ServiceKey, Result<Assigned, AllocError>);
 
 /// A Service's id inside the allocator: an index into the slots of [`Services`], given out when
-/// a Service first holds addresses and reused after it releases them.
+/// a Service first holds addresses and reused after it releases them. Below 2^31 (a holder entry
+/// keeps the top bit, see [`holders`]), so at most 2^31 Services hold addresses at once.
 type Id = u32;
 
 /// What the allocator keeps per Service holding addresses (80 bytes; the key is in [`Services`]).
@@ -212,6 +213,10 @@ struct Slot {
     /// the config so the "does it still fit" check needs no lookup; [`NO_POOL`] when none is.
     named_pool: u32,
 }
+
+// The slot chunks' size and the memory figures assume slots of at most 80 bytes.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Option<Slot>>() <= 80);
 
 /// [`Slot::named_pool`] when no pool has the name.
 const NO_POOL: u32 = u32::MAX;
@@ -407,7 +412,7 @@ impl Allocator {
     /// The restarted-controller path: load `config` unconditionally, restore every Service's
     /// current addresses (in key order; those that no longer fit are dropped), then allocate every
     /// Service we serve (in key order). Returns the outcome per served Service, in key order,
-    /// one per key (of views with one key, the last one's).
+    /// one per key (of served views with one key, the last one's).
     pub fn fresh(
         config: Config,
         class: impl Into<String>,
@@ -441,22 +446,23 @@ impl Allocator {
         (a, out)
     }
 
-    /// Makes room for restoring `views` (their keys and the addresses their statuses name), so
-    /// restoring a known set of Services (a restart) grows no table on the way: no re-hashing,
-    /// no copying of the slots, no half-empty tables left from doubling.
+    /// Makes room for `views` holding addresses: their keys, the addresses their statuses name
+    /// and, for those without a status, one address per family they require. So restoring and
+    /// allocating a known set of Services (a restart) grows no table on the way: no re-hashing,
+    /// no copying of key text, no half-empty tables left from doubling.
     pub fn reserve_for<'a>(&mut self, views: impl IntoIterator<Item = &'a ServiceView>) {
         let (mut services, mut key_bytes, mut v4, mut v6) = (0, 0, 0, 0);
+        let mut count = |f: IpFamily| match f {
+            IpFamily::V4 => v4 += 1,
+            IpFamily::V6 => v6 += 1,
+        };
         for v in views {
-            if v.ingress_ips.is_empty() {
-                continue;
-            }
             services += 1;
             key_bytes += v.key.namespace.len() + v.key.name.len();
-            for ip in &v.ingress_ips {
-                match ip {
-                    IpAddr::V4(_) => v4 += 1,
-                    IpAddr::V6(_) => v6 += 1,
-                }
+            if v.ingress_ips.is_empty() {
+                fams(v).required.iter().for_each(|f| count(*f));
+            } else {
+                v.ingress_ips.iter().for_each(|ip| count(IpFamily::of(ip)));
             }
         }
         self.services.reserve(services, key_bytes);
@@ -834,8 +840,10 @@ impl Allocator {
                 .as_ref()
                 .is_some_and(|p| have == set(&mut p.iter().copied()));
         // A Service without a sharing key is the only holder of its addresses (nobody can share
-        // with it), so there is no one to check against.
-        let alone = slot.share.is_none();
+        // with it), so there is no one to check against. Not so with overlapping ranges (a config
+        // built by hand: validation refuses them), where one pool's free index may hand out an
+        // address taken through another; the check then finds and moves the second holder.
+        let alone = slot.share.is_none() && !self.ranges.overlapping;
         debug_assert!(
             !alone
                 || current

@@ -1,6 +1,6 @@
 //! Per-pool free-space index: which addresses of a pool are free, and the lowest free one.
 //!
-//! Each range keeps a `BTreeMap` of free intervals (`start -> end`, inclusive, as integers), so
+//! Each range keeps a `BTreeMap` of free intervals (keyed by end, inclusive, as integers), so
 //! taking the lowest free address, taking a given address and giving one back are `O(log n)` in
 //! the number of intervals, never in the size of the range: an IPv6 /64 costs what an IPv4 /24
 //! costs. With `avoid-buggy-ips`, IPv4 `.0`/`.255` addresses are dropped from the free set when

@@ -4,7 +4,8 @@
 //! Keys live in one shared text buffer (namespace then name, back to back), not in a heap block
 //! each: a new Service costs no allocation of its own, and 100k keys take their bytes and no
 //! allocator overhead. Released keys leave holes that are squeezed out once they make up half
-//! the buffer. The key -> id table holds ids and 32 bits of their keys' hashes (a randomly keyed
+//! the buffer (and at least 4 KiB). Offsets are 32-bit: the keys held at once, with the holes,
+//! must stay under 4 GiB (about 13 million Services with the longest keys Kubernetes allows). The key -> id table holds ids and 32 bits of their keys' hashes (a randomly keyed
 //! hash, see [`super::hasher`]), so growing it and skipping non-matching entries never read keys.
 //!
 //! Must not: know what a slot means; it stores and finds them.
@@ -35,9 +36,10 @@ impl NameAt {
 /// Released key bytes below this are never worth squeezing out.
 const MIN_GARBAGE: usize = 4096;
 
-/// Slots come in chunks of `1 << CHUNK_BITS` (80 KiB), allocated whole and never moved: growing
-/// to n Services touches n slots' worth of memory once, where a doubling vector would copy every
-/// slot at each doubling and fault in twice the final size on the way.
+/// Slots come in chunks of `1 << CHUNK_BITS` (80 KiB), allocated whole and not moved as they fill
+/// (a clone copies each chunk at its length, so a clone's last chunk moves once when it grows):
+/// growing to n Services touches n slots' worth of memory once, where a doubling vector would
+/// copy every slot at each doubling and fault in twice the final size on the way.
 const CHUNK_BITS: u32 = 10;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
@@ -64,7 +66,7 @@ fn spread(h: u32) -> u64 {
 }
 
 fn len_u32(s: &str) -> u32 {
-    u32::try_from(s.len()).expect("a Service key shorter than 4 GiB")
+    u32::try_from(s.len()).expect("the Service keys held at once take less than 4 GiB")
 }
 
 impl Services {
