@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ferrolb_config::{Breakage, Config, ServiceKey, ServiceView};
 
-use crate::allocator::{Allocator, Assigned};
+use crate::allocator::Allocator;
 use crate::reconcile::{is_ours, Allocation};
 
 /// One Service as the planner keeps it: its view and whatever the shell needs to write to it
@@ -259,16 +259,22 @@ impl<M> Planner<M> {
     /// A new allocator from every Service's status: restore all (key order), then allocate all.
     fn rebuild(&mut self, config: &Config) -> Vec<(ServiceKey, Allocation)> {
         let mut alloc = Allocator::new(config.clone(), self.class.clone());
-        alloc.reserve_for(self.services.values().map(|t| &t.view));
-        for t in self.services.values() {
-            if alloc.serves(&t.view) {
-                let _ = alloc.restore(&t.view);
-            }
-        }
+        let served: Vec<&ServiceView> = self
+            .services
+            .values()
+            .map(|t| &t.view)
+            .filter(|v| alloc.serves(v))
+            .collect();
+        // In key order, each key once: the map's order.
+        let mut results = alloc.rebuild(&served).into_iter();
         self.failed.clear();
         let mut out = Vec::with_capacity(self.services.len());
         for t in self.services.values() {
-            let outcome = allocate_one(&mut alloc, &t.view);
+            let outcome = if alloc.serves(&t.view) {
+                Allocation::from(results.next().expect("one outcome per served Service"))
+            } else {
+                Allocation::NotOurs
+            };
             note_failure(&mut self.failed, &t.view.key, &outcome);
             out.push((t.view.key.clone(), outcome));
         }
@@ -339,15 +345,7 @@ fn allocate_one(alloc: &mut Allocator, v: &ServiceView) -> Allocation {
         alloc.release(&v.key);
         return Allocation::NotOurs;
     }
-    match alloc.allocate(v) {
-        Ok(Assigned { ips, pool }) => Allocation::Assigned {
-            ips: ips.to_vec(),
-            pool: pool.to_string(),
-        },
-        Err(e) => Allocation::Failed {
-            reason: e.to_string(),
-        },
-    }
+    Allocation::from(alloc.allocate(v))
 }
 
 fn note_failure(failed: &mut BTreeSet<ServiceKey>, key: &ServiceKey, outcome: &Allocation) {

@@ -615,7 +615,7 @@ proptest! {
 }
 
 #[test]
-fn fresh_reports_each_key_once_in_key_order_the_last_view_of_a_key_winning() {
+fn fresh_reports_each_key_once_in_key_order_only_the_last_view_of_a_key_counting() {
     // "b" twice: its first view holds .10, its second asks for the second pool.
     let mut b1 = svc("b");
     b1.ingress_ips = vec![ip("192.0.2.10")];
@@ -624,8 +624,9 @@ fn fresh_reports_each_key_once_in_key_order_the_last_view_of_a_key_winning() {
     let (a, out) = Allocator::fresh(cfg(TWO_POOLS), CLASS, &views);
     let keys: Vec<&str> = out.iter().map(|(k, _)| k.name.as_str()).collect();
     assert_eq!(keys, ["a", "b"]);
-    // "a" got what the restore of .10 left; "b" ends as its last view asks.
-    assert_eq!(out[0].1.as_ref().unwrap().ips, vec![ip("192.0.2.11")]);
+    // Only b's last view counts: its first view's .10 is not restored, so "a" gets it; "b" ends
+    // as its last view asks.
+    assert_eq!(out[0].1.as_ref().unwrap().ips, vec![ip("192.0.2.10")]);
     let b = out[1].1.as_ref().unwrap();
     assert_eq!(b.ips, vec![ip("198.51.100.0")]);
     assert_eq!(b.pool.as_str(), "second");

@@ -140,6 +140,19 @@ impl HolderMap {
         v4.chain(self.v6.keys().map(|a| IpAddr::V6(*a)))
     }
 
+    /// Every held address in address order (IPv4 first), sorted as integers per family: several
+    /// times cheaper than sorting `IpAddr`s.
+    pub(super) fn sorted_ips(&self) -> impl Iterator<Item = IpAddr> {
+        let mut v4: Vec<u32> = self.v4.keys().copied().collect();
+        v4.sort_unstable();
+        let mut v6: Vec<u128> = self.v6.keys().map(|a| u128::from(*a)).collect();
+        v6.sort_unstable();
+        let v4 = v4
+            .into_iter()
+            .map(|a| IpAddr::from(std::net::Ipv4Addr::from(a)));
+        v4.chain(v6.into_iter().map(|a| IpAddr::V6(Ipv6Addr::from(a))))
+    }
+
     /// Room for `v4` more IPv4 and `v6` more IPv6 held addresses.
     pub(super) fn reserve(&mut self, v4: usize, v6: usize) {
         self.v4.reserve(v4);
@@ -218,6 +231,14 @@ mod tests {
         let mut all: Vec<IpAddr> = h.ips().collect();
         all.sort();
         assert_eq!(all, [ip("0.0.0.1"), ip("0.0.0.2"), ip("::1")]);
+        assert!(h.add(&ip("::2"), 4, sorted(4)));
+        assert!(h.add(&ip("2001:db8::1"), 5, sorted(5)));
+        assert!(h.add(&ip("255.0.0.1"), 6, sorted(6)));
+        let got: Vec<IpAddr> = h.sorted_ips().collect();
+        let mut want: Vec<IpAddr> = h.ips().collect();
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(got[0], ip("0.0.0.1"));
         // The largest id fits an entry and is not taken for a list.
         assert!(h.add(&ip("198.51.100.1"), MAX_ID, sorted(MAX_ID)));
         assert_eq!(h.get(&ip("198.51.100.1")), Holding::One(MAX_ID));

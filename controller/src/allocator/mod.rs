@@ -31,6 +31,7 @@ mod assigned;
 pub mod family;
 mod hasher;
 mod holders;
+mod keyorder;
 #[cfg(test)]
 mod oracle;
 pub mod pool;
@@ -189,6 +190,34 @@ impl PoolBits {
             let x = sets.iter().fold(u64::MAX, |acc, s| acc & s.0[w]);
             (x != 0).then(|| w * 64 + x.trailing_zeros() as usize)
         })
+    }
+}
+
+/// What a set of Services will hold once restored and allocated, counted view by view
+/// ([`Demand::add`]) for [`Allocator::reserve`]: their keys, the addresses their statuses name
+/// and, for those without a status, one address per family they require.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Demand {
+    services: usize,
+    key_bytes: usize,
+    v4: usize,
+    v6: usize,
+}
+
+impl Demand {
+    /// Counts `v`.
+    pub fn add(&mut self, v: &ServiceView) {
+        self.services += 1;
+        self.key_bytes += v.key.namespace.len() + v.key.name.len();
+        let mut count = |f: IpFamily| match f {
+            IpFamily::V4 => self.v4 += 1,
+            IpFamily::V6 => self.v6 += 1,
+        };
+        if v.ingress_ips.is_empty() {
+            fams(v).required.iter().for_each(|f| count(*f));
+        } else {
+            v.ingress_ips.iter().for_each(|ip| count(IpFamily::of(ip)));
+        }
     }
 }
 
@@ -383,11 +412,9 @@ impl Allocator {
     /// (so each take trims the front of a free interval instead of splitting intervals all over
     /// the range), and refreshes the free-pool bits.
     fn retake_held(&mut self) {
-        let mut ips: Vec<IpAddr> = self.holders.ips().collect();
-        ips.sort_unstable();
-        for ip in &ips {
-            if let Some(i) = self.pool_of(ip) {
-                self.pools[i].take(ip);
+        for ip in self.holders.sorted_ips() {
+            if let Some(i) = self.pool_of(&ip) {
+                self.pools[i].take(&ip);
             }
         }
         for i in 0..self.pools.len() {
@@ -411,62 +438,100 @@ impl Allocator {
 
     /// The restarted-controller path: load `config` unconditionally, restore every Service's
     /// current addresses (in key order; those that no longer fit are dropped), then allocate every
-    /// Service we serve (in key order). Returns the outcome per served Service, in key order,
-    /// one per key (of served views with one key, the last one's).
+    /// Service we serve (in key order). Returns the outcome per served Service, in key order, one
+    /// per key: of served views with one key, only the last one counts (the others are neither
+    /// restored nor allocated).
     pub fn fresh(
         config: Config,
         class: impl Into<String>,
         views: &[ServiceView],
     ) -> (Allocator, Vec<Outcome<'_>>) {
         let mut a = Allocator::new(config, class);
-        a.reserve_for(views);
-        let mut sorted: Vec<&ServiceView> = views.iter().collect();
-        sorted.sort_by(|x, y| x.key.cmp(&y.key));
-        // Restores decide only from the holders (sharing) and the pools' ranges, never from the
-        // free indexes, so those are built once at the end, in address order.
-        a.defer_takes = true;
-        for v in &sorted {
-            if a.serves(v) {
-                let _ = a.restore_quiet(v);
+        // One pass over the views: which are ours, their keys' order, and what they will hold.
+        let mut demand = Demand::default();
+        let sorted = keyorder::in_key_order(views, |v| {
+            let ours = a.serves(v);
+            if ours {
+                demand.add(v);
             }
-        }
-        a.defer_takes = false;
-        a.retake_held();
-        let mut out: Vec<Outcome> = Vec::with_capacity(sorted.len());
-        for v in sorted {
-            if a.serves(v) {
-                let r = a.allocate(v);
-                // Views with one key are adjacent (a stable sort): the last one's outcome stands.
-                match out.last_mut() {
-                    Some(last) if *last.0 == v.key => last.1 = r,
-                    _ => out.push((&v.key, r)),
-                }
-            }
-        }
+            ours
+        });
+        a.reserve(demand);
+        let results = a.rebuild_reserved(&sorted);
+        let out = sorted.iter().map(|v| &v.key).zip(results).collect();
         (a, out)
     }
 
-    /// Makes room for `views` holding addresses: their keys, the addresses their statuses name
-    /// and, for those without a status, one address per family they require. So restoring and
-    /// allocating a known set of Services (a restart) grows no table on the way: no re-hashing,
-    /// no copying of key text, no half-empty tables left from doubling.
+    /// The restart path on an allocator holding nothing: restores every view's addresses, then
+    /// allocates every view (as [`Allocator::restore`] on each, then [`Allocator::allocate`] on
+    /// each, would) and returns each view's outcome. `views` must be served by us, in key order,
+    /// each key once (debug-asserted).
+    ///
+    /// Done in one pass where it can: a Service whose restored addresses still satisfy it gets
+    /// its outcome while its view is at hand. That outcome is final, because whatever comes
+    /// after (restores and allocations of other Services) only adds holders that are compatible
+    /// with every holder already there, and compatibility is symmetric. The rest (nothing to
+    /// restore, a failed restore, or addresses that no longer fit) are allocated after every
+    /// restore, in key order, as before.
+    pub fn rebuild(&mut self, views: &[&ServiceView]) -> Vec<Result<Assigned, AllocError>> {
+        self.reserve_for(views.iter().copied());
+        self.rebuild_reserved(views)
+    }
+
+    /// [`Allocator::rebuild`] with room for `views` already made.
+    fn rebuild_reserved(&mut self, views: &[&ServiceView]) -> Vec<Result<Assigned, AllocError>> {
+        debug_assert!(self.is_empty(), "rebuild on an allocator holding addresses");
+        debug_assert!(views.iter().all(|v| self.serves(v)));
+        debug_assert!(
+            views.windows(2).all(|w| w[0].key < w[1].key),
+            "views not in key order, or a key twice"
+        );
+        // Restores decide only from the holders (sharing) and the pools' ranges, never from the
+        // free indexes, so those are built once at the end, in address order.
+        self.defer_takes = true;
+        let kept: Vec<Option<Assigned>> = views
+            .iter()
+            // Each key once, on an empty allocator: nothing to release first.
+            .map(|v| match self.restore_quiet(v, false) {
+                Ok(Some(id)) => self.kept(id, v),
+                _ => None,
+            })
+            .collect();
+        self.defer_takes = false;
+        self.retake_held();
+        kept.into_iter()
+            .zip(views)
+            .map(|(k, v)| k.map_or_else(|| self.allocate(v), Ok))
+            .collect()
+    }
+
+    /// What [`Allocator::allocate`] keeps for `v`, just restored as `id`: its addresses when
+    /// they still satisfy it, else `None` (then `allocate` gives it what fits).
+    fn kept(&self, id: Id, v: &ServiceView) -> Option<Assigned> {
+        let req = parse_request(v).ok()?;
+        let slot = self.services.get(id);
+        // The slot's sharing view was just made from `v`, as `allocate` would make it.
+        debug_assert_eq!(
+            slot.share.as_ref().and_then(|s| s.sharing_key.as_deref()),
+            req.sharing_key.as_deref()
+        );
+        self.still_fits(slot, id, &req, &fams(v), slot.share.as_deref())
+            .then(|| slot.assigned.clone())
+    }
+
+    /// Makes room for `views` holding addresses (see [`Demand`]), so restoring and allocating a
+    /// known set of Services (a restart) grows no table on the way: no re-hashing, no copying of
+    /// key text, no half-empty tables left from doubling.
     pub fn reserve_for<'a>(&mut self, views: impl IntoIterator<Item = &'a ServiceView>) {
-        let (mut services, mut key_bytes, mut v4, mut v6) = (0, 0, 0, 0);
-        let mut count = |f: IpFamily| match f {
-            IpFamily::V4 => v4 += 1,
-            IpFamily::V6 => v6 += 1,
-        };
-        for v in views {
-            services += 1;
-            key_bytes += v.key.namespace.len() + v.key.name.len();
-            if v.ingress_ips.is_empty() {
-                fams(v).required.iter().for_each(|f| count(*f));
-            } else {
-                v.ingress_ips.iter().for_each(|ip| count(IpFamily::of(ip)));
-            }
-        }
-        self.services.reserve(services, key_bytes);
-        self.holders.reserve(v4, v6);
+        let mut d = Demand::default();
+        views.into_iter().for_each(|v| d.add(v));
+        self.reserve(d);
+    }
+
+    /// Makes room for what `d` counted.
+    pub fn reserve(&mut self, d: Demand) {
+        self.services.reserve(d.services, d.key_bytes);
+        self.holders.reserve(d.v4, d.v6);
     }
 
     /// The configuration in force.
@@ -589,13 +654,14 @@ impl Allocator {
     /// span pools or repeat a family, or sharing forbids it.
     pub fn restore(&mut self, v: &ServiceView) -> Result<Option<Assigned>, AllocError> {
         Ok(self
-            .restore_quiet(v)?
+            .restore_quiet(v, true)?
             .map(|id| self.services.get(id).assigned.clone()))
     }
 
     /// [`Allocator::restore`] without handing back a copy of what was recorded: `Ok(Some(id))`
     /// when it recorded addresses, `Ok(None)` when the Service holds none.
-    fn restore_quiet(&mut self, v: &ServiceView) -> Result<Option<Id>, AllocError> {
+    /// `may_hold`: whether `v`'s key may hold addresses already (they are released first).
+    fn restore_quiet(&mut self, v: &ServiceView, may_hold: bool) -> Result<Option<Id>, AllocError> {
         if !self.serves(v) {
             return Err(AllocError::NotOurs {
                 class: self.class.clone(),
@@ -622,7 +688,15 @@ impl Allocator {
             }
         }
         let distinct: &[IpAddr] = if many.is_empty() { &few } else { &many };
-        self.release(&v.key);
+        if may_hold {
+            self.release(&v.key);
+        } else {
+            debug_assert!(
+                self.services.id(&v.key).is_none(),
+                "{} holds addresses",
+                v.key
+            );
+        }
         let share = Self::share_of(v, sharing_key_of(v));
         let pool = self.pool_for_ips(distinct, first)?;
         let repeated = |ip: &IpAddr| AllocError::FamilyMismatch {
@@ -1099,6 +1173,21 @@ impl Allocator {
     }
 }
 
+impl From<Result<Assigned, AllocError>> for Allocation {
+    /// An allocator outcome in the form the Kubernetes shell uses.
+    fn from(r: Result<Assigned, AllocError>) -> Allocation {
+        match r {
+            Ok(Assigned { ips, pool }) => Allocation::Assigned {
+                ips: ips.to_vec(),
+                pool: pool.to_string(),
+            },
+            Err(e) => Allocation::Failed {
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
 /// The fresh-start plan in the form the Kubernetes shell uses: every Service's outcome (restore
 /// first, then allocate, in key order) and pool usage.
 pub fn plan(config: &Config, class: &str, views: &[ServiceView]) -> Plan {
@@ -1110,16 +1199,7 @@ pub fn plan(config: &Config, class: &str, views: &[ServiceView]) -> Plan {
         }
     }
     for (k, r) in results {
-        let alloc = match r {
-            Ok(Assigned { ips, pool }) => Allocation::Assigned {
-                ips: ips.to_vec(),
-                pool: pool.to_string(),
-            },
-            Err(e) => Allocation::Failed {
-                reason: e.to_string(),
-            },
-        };
-        out.allocations.insert(k.clone(), alloc);
+        out.allocations.insert(k.clone(), Allocation::from(r));
     }
     for u in a.usage() {
         out.pools.insert(u.pool, (u.in_use, u.addresses_total));
