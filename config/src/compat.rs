@@ -50,8 +50,9 @@ pub fn breaking(config: &Config, held: &[(ServiceKey, IpAddr)]) -> Vec<Breakage>
     out
 }
 
-/// `None` when some pool may hand out `ip`; otherwise why not.
-fn why_broken(config: &Config, ip: &IpAddr) -> Option<String> {
+/// `None` when some pool of `config` may hand out `ip`; otherwise why not, in words (the
+/// [`Breakage::reason`]).
+pub fn why_broken(config: &Config, ip: &IpAddr) -> Option<String> {
     if config.pools.iter().any(|p| p.may_assign(ip)) {
         return None;
     }

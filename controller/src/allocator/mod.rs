@@ -614,7 +614,7 @@ impl Allocator {
             .ips()
             .all(|ip| new_ranges.pool_of(&new_pools, &ip).is_some())
         {
-            let broken = ferrolb_config::breaking(&new, &self.held());
+            let broken = self.breakages(&new, |ip| new_ranges.pool_of(&new_pools, ip).is_some());
             if !broken.is_empty() {
                 return Err(broken);
             }
@@ -647,6 +647,36 @@ impl Allocator {
             }
         }
         Ok(())
+    }
+
+    /// What [`ferrolb_config::breaking`] says of `new` and [`Allocator::held`], without
+    /// copying every key first: each held address that `allowed` refuses, with its holder, in
+    /// key then address order (`allowed` is `new`'s range table; the reason comes from `new`).
+    fn breakages(&self, new: &Config, allowed: impl Fn(&IpAddr) -> bool) -> Vec<Breakage> {
+        let services = &self.services;
+        let mut broken: Vec<(Id, IpAddr)> = services
+            .iter()
+            .flat_map(|(id, s)| s.assigned.ips.iter().map(move |ip| (id, *ip)))
+            .filter(|(_, ip)| !allowed(ip))
+            .collect();
+        broken.sort_unstable_by(|(x, a), (y, b)| {
+            services
+                .key_parts(*x)
+                .cmp(&services.key_parts(*y))
+                .then(a.cmp(b))
+        });
+        // The reason comes from `new` itself, which has the last word (as in `breaking`).
+        broken
+            .into_iter()
+            .filter_map(|(id, ip)| {
+                let reason = ferrolb_config::compat::why_broken(new, &ip)?;
+                Some(Breakage {
+                    service: services.key(id),
+                    ip,
+                    reason,
+                })
+            })
+            .collect()
     }
 
     /// Records the addresses `v` already holds (`status.loadBalancer.ingress`). `Ok(None)` when it
