@@ -398,7 +398,8 @@ impl Allocator {
     }
 
     fn take_in(&mut self, i: usize, ip: &IpAddr) {
-        if self.pools[i].take(ip) {
+        // A take can only clear the bit of `ip`'s family, and only by taking the last free one.
+        if self.pools[i].take(ip) && !self.pools[i].has_free(IpFamily::of(ip)) {
             self.refresh_free_bits(i);
         }
     }
@@ -718,8 +719,11 @@ impl Allocator {
             }
         }
         let distinct: &[IpAddr] = if many.is_empty() { &few } else { &many };
+        let h = self.services.hashed(&v.key);
         if may_hold {
-            self.release(&v.key);
+            if let Some(id) = self.services.find(&v.key, h) {
+                self.release_id(id);
+            }
         } else {
             debug_assert!(
                 self.services.id(&v.key).is_none(),
@@ -751,7 +755,7 @@ impl Allocator {
             ips,
             pool: self.pools[pool].shared_name().clone(),
         };
-        Ok(Some(self.commit(&v.key, share, assigned, pool)))
+        Ok(Some(self.commit(&v.key, h, share, assigned, pool)))
     }
 
     /// Gives `v` its addresses: keeps the current ones when they still satisfy the Service
@@ -773,7 +777,8 @@ impl Allocator {
         };
         let share = Self::share_of(v, req.sharing_key.clone());
         let fams = fams(v);
-        if let Some(id) = self.services.id(&v.key) {
+        let h = self.services.hashed(&v.key);
+        if let Some(id) = self.services.find(&v.key, h) {
             let slot = self.services.get(id);
             if self.still_fits(slot, id, &req, &fams, share.as_deref()) {
                 let current = slot.assigned.clone();
@@ -793,7 +798,7 @@ impl Allocator {
             pool: self.pools[pool].shared_name().clone(),
         };
         let out = assigned.clone();
-        self.commit(&v.key, share, assigned, pool);
+        self.commit(&v.key, h, share, assigned, pool);
         Ok(out)
     }
 
@@ -1157,10 +1162,12 @@ impl Allocator {
         Ok(out)
     }
 
-    /// Records that `key` holds `assigned` (from pool index `pool`), which it must not hold yet.
+    /// Records that `key` (hashed as `h`) holds `assigned` (from pool index `pool`), which it must
+    /// not hold yet.
     fn commit(
         &mut self,
         key: &ServiceKey,
+        h: services::Hashed,
         share: Option<Box<SharingInfo>>,
         assigned: Assigned,
         pool: usize,
@@ -1170,7 +1177,7 @@ impl Allocator {
         let named_pool = self.first_of_name.get(pool).copied();
         let id = self
             .services
-            .insert(key, Slot::new(assigned, share, named_pool));
+            .insert(key, h, Slot::new(assigned, share, named_pool));
         for n in 0..ips_len {
             let ip = self.services.get(id).assigned.ips[n];
             let services = &self.services;

@@ -33,6 +33,12 @@ impl NameAt {
     }
 }
 
+/// A key's hash as [`Services`] computes it (with its own secret seed): made once per call by
+/// [`Services::hashed`] and handed to the lookup and the insert, so a new Service's key is hashed
+/// once, not twice.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Hashed(u32);
+
 /// Released key bytes below this are never worth squeezing out.
 const MIN_GARBAGE: usize = 4096;
 
@@ -80,9 +86,20 @@ impl Services {
         text.split_at(n.ns as usize)
     }
 
+    /// `key`'s hash here, for a lookup ([`Services::find`]) and the insert after it.
+    pub(super) fn hashed(&self, key: &ServiceKey) -> Hashed {
+        Hashed(self.hash(&key.namespace, &key.name))
+    }
+
     pub(super) fn id(&self, key: &ServiceKey) -> Option<Id> {
+        self.find(key, self.hashed(key))
+    }
+
+    /// [`Services::id`] with the key's hash already made.
+    pub(super) fn find(&self, key: &ServiceKey, h: Hashed) -> Option<Id> {
+        debug_assert_eq!(h.0, self.hashed(key).0, "a hash of another key");
+        let Hashed(h) = h;
         let wanted = (key.namespace.as_str(), key.name.as_str());
-        let h = self.hash(wanted.0, wanted.1);
         self.index
             .find(spread(h), |&(eh, id)| {
                 eh == h
@@ -125,8 +142,9 @@ impl Services {
     }
 
     /// Stores `key`'s `slot` (`key` must not be present) under a new or reused id.
-    pub(super) fn insert(&mut self, key: &ServiceKey, mut slot: Slot) -> Id {
-        let h = self.hash(&key.namespace, &key.name);
+    pub(super) fn insert(&mut self, key: &ServiceKey, h: Hashed, mut slot: Slot) -> Id {
+        debug_assert_eq!(h.0, self.hashed(key).0, "a hash of another key");
+        let Hashed(h) = h;
         slot.name = NameAt {
             at: len_u32(&self.names),
             ns: len_u32(&key.namespace),
@@ -235,7 +253,9 @@ mod tests {
         let mut s = Services::default();
         let key = |i: usize| ServiceKey::new(format!("ns-{}", i % 7), format!("svc-{i:05}"));
         let slot = || Slot::for_tests();
-        let ids: Vec<Id> = (0..20_000).map(|i| s.insert(&key(i), slot())).collect();
+        let ids: Vec<Id> = (0..20_000)
+            .map(|i| s.insert(&key(i), s.hashed(&key(i)), slot()))
+            .collect();
         let full = s.names.len();
         // Release every Service but each tenth: the holes pass half the text and are dropped.
         for (i, id) in ids.iter().enumerate() {
@@ -265,7 +285,7 @@ mod tests {
         }
         // Freed ids are reused, and the new keys are found under them.
         let again: Vec<Id> = (50_000..50_100)
-            .map(|i| s.insert(&key(i), slot()))
+            .map(|i| s.insert(&key(i), s.hashed(&key(i)), slot()))
             .collect();
         assert!(again.iter().all(|id| (*id as usize) < 20_000));
         assert_eq!(s.ids_used().0, 20_000);
@@ -279,8 +299,9 @@ mod tests {
     fn keys_split_where_the_namespace_ends() {
         let mut s = Services::default();
         // "ab"+"c" and "a"+"bc" share their text: the split tells them apart.
-        let x = s.insert(&ServiceKey::new("ab", "c"), Slot::for_tests());
-        let y = s.insert(&ServiceKey::new("a", "bc"), Slot::for_tests());
+        let (kx, ky) = (ServiceKey::new("ab", "c"), ServiceKey::new("a", "bc"));
+        let x = s.insert(&kx, s.hashed(&kx), Slot::for_tests());
+        let y = s.insert(&ky, s.hashed(&ky), Slot::for_tests());
         assert_ne!(x, y);
         assert_eq!(s.id(&ServiceKey::new("ab", "c")), Some(x));
         assert_eq!(s.id(&ServiceKey::new("a", "bc")), Some(y));
