@@ -259,18 +259,19 @@ impl<M> Planner<M> {
     /// A new allocator from every Service's status: restore all (key order), then allocate all.
     fn rebuild(&mut self, config: &Config) -> Vec<(ServiceKey, Allocation)> {
         let mut alloc = Allocator::new(config.clone(), self.class.clone());
+        let class = self.class.as_str();
         let served: Vec<&ServiceView> = self
             .services
             .values()
             .map(|t| &t.view)
-            .filter(|v| alloc.serves(v))
+            .filter(|v| is_ours(v, class))
             .collect();
-        // In key order, each key once: the map's order.
-        let mut results = alloc.rebuild(&served).into_iter();
         self.failed.clear();
         let mut out = Vec::with_capacity(self.services.len());
+        // In key order, each key once: the map's order.
+        let mut results = alloc.rebuild(&served);
         for t in self.services.values() {
-            let outcome = if alloc.serves(&t.view) {
+            let outcome = if is_ours(&t.view, class) {
                 Allocation::from(results.next().expect("one outcome per served Service"))
             } else {
                 Allocation::NotOurs
@@ -278,6 +279,9 @@ impl<M> Planner<M> {
             note_failure(&mut self.failed, &t.view.key, &outcome);
             out.push((t.view.key.clone(), outcome));
         }
+        debug_assert!(results.next().is_none(), "an outcome per served Service");
+        drop(results);
+        drop(served);
         retry_failed(&mut alloc, &self.services, &mut self.failed, &mut out);
         self.alloc = Some(alloc);
         self.dirty.clear();

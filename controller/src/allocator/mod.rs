@@ -458,8 +458,11 @@ impl Allocator {
             ours
         });
         a.reserve(demand);
-        let results = a.rebuild_reserved(&sorted);
-        let out = sorted.iter().map(|v| &v.key).zip(results).collect();
+        let out = sorted
+            .iter()
+            .map(|v| &v.key)
+            .zip(a.rebuild_reserved(&sorted))
+            .collect();
         (a, out)
     }
 
@@ -474,13 +477,23 @@ impl Allocator {
     /// with every holder already there, and compatibility is symmetric. The rest (nothing to
     /// restore, a failed restore, or addresses that no longer fit) are allocated after every
     /// restore, in key order, as before.
-    pub fn rebuild(&mut self, views: &[&ServiceView]) -> Vec<Result<Assigned, AllocError>> {
+    ///
+    /// The outcomes come lazily, in the order of `views`: consume the iterator whole (the
+    /// Services that are not kept are allocated as it reaches them), before anything else is
+    /// asked of the allocator.
+    pub fn rebuild<'a>(
+        &'a mut self,
+        views: &'a [&'a ServiceView],
+    ) -> impl Iterator<Item = Result<Assigned, AllocError>> + 'a {
         self.reserve_for(views.iter().copied());
         self.rebuild_reserved(views)
     }
 
     /// [`Allocator::rebuild`] with room for `views` already made.
-    fn rebuild_reserved(&mut self, views: &[&ServiceView]) -> Vec<Result<Assigned, AllocError>> {
+    fn rebuild_reserved<'a>(
+        &'a mut self,
+        views: &'a [&'a ServiceView],
+    ) -> impl Iterator<Item = Result<Assigned, AllocError>> + 'a {
         debug_assert!(self.is_empty(), "rebuild on an allocator holding addresses");
         debug_assert!(views.iter().all(|v| self.serves(v)));
         debug_assert!(
@@ -490,26 +503,35 @@ impl Allocator {
         // Restores decide only from the holders (sharing) and the pools' ranges, never from the
         // free indexes, so those are built once at the end, in address order.
         self.defer_takes = true;
-        let kept: Vec<Option<Assigned>> = views
+        // Per view: the id it keeps (its outcome is what that id holds), or `LATER`. Ids, not
+        // copies of the assignments: 4 bytes per Service where a restart is at its peak.
+        const LATER: Id = Id::MAX;
+        let kept: Vec<Id> = views
             .iter()
             // Each key once, on an empty allocator: nothing to release first.
             .map(|v| match self.restore_quiet(v, false) {
-                Ok(Some(id)) => self.kept(id, v),
-                _ => None,
+                Ok(Some(id)) if self.keeps(id, v) => id,
+                _ => LATER,
             })
             .collect();
         self.defer_takes = false;
         self.retake_held();
-        kept.into_iter()
-            .zip(views)
-            .map(|(k, v)| k.map_or_else(|| self.allocate(v), Ok))
-            .collect()
+        kept.into_iter().zip(views).map(move |(id, v)| {
+            if id == LATER {
+                self.allocate(v)
+            } else {
+                // Final: nothing after its restore takes a kept Service's addresses away.
+                Ok(self.services.get(id).assigned.clone())
+            }
+        })
     }
 
-    /// What [`Allocator::allocate`] keeps for `v`, just restored as `id`: its addresses when
-    /// they still satisfy it, else `None` (then `allocate` gives it what fits).
-    fn kept(&self, id: Id, v: &ServiceView) -> Option<Assigned> {
-        let req = parse_request(v).ok()?;
+    /// True when [`Allocator::allocate`] would keep what `v`, just restored as `id`, holds
+    /// (otherwise it gives it what fits).
+    fn keeps(&self, id: Id, v: &ServiceView) -> bool {
+        let Ok(req) = parse_request(v) else {
+            return false;
+        };
         let slot = self.services.get(id);
         // The slot's sharing view was just made from `v`, as `allocate` would make it.
         debug_assert_eq!(
@@ -517,7 +539,6 @@ impl Allocator {
             req.sharing_key.as_deref()
         );
         self.still_fits(slot, id, &req, &fams(v), slot.share.as_deref())
-            .then(|| slot.assigned.clone())
     }
 
     /// Makes room for `views` holding addresses (see [`Demand`]), so restoring and allocating a
