@@ -130,6 +130,11 @@ mod tests {
         v
     }
 
+    /// The markers of `vs`, in order.
+    fn marks(vs: &[&ServiceView]) -> Vec<u16> {
+        vs.iter().map(|v| v.ports[0].port).collect()
+    }
+
     /// The plain way: a stable sort by key, then the last view of each key.
     fn naive(views: &[ServiceView]) -> Vec<&ServiceView> {
         let mut sorted: Vec<&ServiceView> = views.iter().collect();
@@ -170,11 +175,8 @@ mod tests {
         );
         assert!(in_key_order(&[], |_| true).is_empty());
         // Views left out do not count, not even as the last view of a key.
-        let odd: Vec<u16> = in_key_order(&vs, |v| v.ports[0].port % 2 == 1)
-            .iter()
-            .map(|v| v.ports[0].port)
-            .collect();
-        assert_eq!(odd, [3, 5, 1]);
+        let odd = in_key_order(&vs, |v| v.ports[0].port % 2 == 1);
+        assert_eq!(marks(&odd), [3, 5, 1]);
     }
 
     #[test]
@@ -190,12 +192,8 @@ mod tests {
             view("ns\0", "a", 7),
             view("ns", "service-with-a-long-name-2", 8),
         ];
-        let got: Vec<u16> = in_key_order(&vs, |_| true)
-            .iter()
-            .map(|v| v.ports[0].port)
-            .collect();
-        let want: Vec<u16> = naive(&vs).iter().map(|v| v.ports[0].port).collect();
-        assert_eq!(got, want);
+        let got = marks(&in_key_order(&vs, |_| true));
+        assert_eq!(got, marks(&naive(&vs)));
         assert_eq!(got, [2, 1, 6, 5, 4, 8, 7]);
     }
 
@@ -210,9 +208,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (ns, name))| view(ns, name, i as u16))
                 .collect();
-            let got: Vec<u16> = in_key_order(&vs, |_| true).iter().map(|v| v.ports[0].port).collect();
-            let want: Vec<u16> = naive(&vs).iter().map(|v| v.ports[0].port).collect();
-            prop_assert_eq!(got, want);
+            prop_assert_eq!(marks(&in_key_order(&vs, |_| true)), marks(&naive(&vs)));
         }
     }
 }
