@@ -643,3 +643,37 @@ fn fresh_reports_each_key_once_in_key_order_only_the_last_view_of_a_key_counting
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1.as_ref().unwrap().ips, vec![ip("192.0.2.11")]);
 }
+
+#[test]
+fn fresh_with_overlapping_ranges_gives_what_restore_all_then_allocate_all_gives() {
+    // Only a hand-built config can overlap (validation refuses it): pool "a" is .10 alone, pool
+    // "b" is .10-.11. The restored address .10 is taken in "a" only, so "b" can still hand it out;
+    // a Service kept right after its restore is not final here.
+    let mut c =
+        cfg("address-pools:\n- name: a\n  protocol: layer2\n  addresses: [192.0.2.10/32]\n");
+    c.pools.extend(
+        cfg(
+            "address-pools:\n- name: b\n  protocol: layer2\n  addresses: [192.0.2.10-192.0.2.11]\n",
+        )
+        .pools,
+    );
+    let mut x = svc("x");
+    x.load_balancer_ip = Some("192.0.2.10".into());
+    x.ingress_ips = vec![ip("192.0.2.10")];
+    let views = [svc("w"), x];
+
+    let mut two_pass = Allocator::new(c.clone(), CLASS);
+    for v in &views {
+        let _ = two_pass.restore(v);
+    }
+    let want: Vec<_> = views.iter().map(|v| two_pass.allocate(v)).collect();
+    let (a, got) = Allocator::fresh(c, CLASS, &views);
+    let got: Vec<_> = got.into_iter().map(|(_, r)| r).collect();
+    assert_eq!(got, want);
+    assert_eq!(a.assignments(), two_pass.assignments());
+    // And no address is held twice by Services that may not share it.
+    assert!(
+        matches!(got[1], Err(AllocError::SharingConflict { .. })),
+        "{got:?}"
+    );
+}

@@ -476,12 +476,13 @@ impl Allocator {
     /// after (restores and allocations of other Services) only adds holders that are compatible
     /// with every holder already there, and compatibility is symmetric. The rest (nothing to
     /// restore, a failed restore, or addresses that no longer fit) are allocated after every
-    /// restore, in key order, as before.
+    /// restore, in key order, as before. Not so with overlapping ranges (a config built by hand;
+    /// validation refuses them), where every Service is allocated after every restore.
     ///
     /// The outcomes come lazily, in the order of `views`: consume the iterator whole (the
     /// Services that are not kept are allocated as it reaches them), before anything else is
     /// asked of the allocator.
-    pub fn rebuild<'a>(
+    pub(crate) fn rebuild<'a>(
         &'a mut self,
         views: &'a [&'a ServiceView],
     ) -> impl Iterator<Item = Result<Assigned, AllocError>> + 'a {
@@ -494,7 +495,8 @@ impl Allocator {
         &'a mut self,
         views: &'a [&'a ServiceView],
     ) -> impl Iterator<Item = Result<Assigned, AllocError>> + 'a {
-        debug_assert!(self.is_empty(), "rebuild on an allocator holding addresses");
+        // A key restored twice would get two ids: cheap to rule out here, unlike the order.
+        assert!(self.is_empty(), "rebuild on an allocator holding addresses");
         debug_assert!(views.iter().all(|v| self.serves(v)));
         debug_assert!(
             views.windows(2).all(|w| w[0].key < w[1].key),
@@ -506,11 +508,15 @@ impl Allocator {
         // Per view: the id it keeps (its outcome is what that id holds), or `LATER`. Ids, not
         // copies of the assignments: 4 bytes per Service where a restart is at its peak.
         const LATER: Id = Id::MAX;
+        // With overlapping ranges (a config built by hand) a restored address is taken in the
+        // first pool holding it only, so another pool may still hand it out: nothing is final
+        // until every Service has been allocated, as before.
+        let may_keep = !self.ranges.overlapping;
         let kept: Vec<Id> = views
             .iter()
             // Each key once, on an empty allocator: nothing to release first.
             .map(|v| match self.restore_quiet(v, false) {
-                Ok(Some(id)) if self.keeps(id, v) => id,
+                Ok(Some(id)) if may_keep && self.keeps(id, v) => id,
                 _ => LATER,
             })
             .collect();
