@@ -12,6 +12,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 
 use super::hasher::Keyed;
@@ -62,20 +63,11 @@ impl HolderMap {
     pub(super) fn add(&mut self, ip: &IpAddr, id: Id, at: impl FnOnce(&[Id]) -> usize) -> bool {
         debug_assert!(id <= MAX_ID, "id {id} does not fit a holder entry");
         let existing = match ip {
-            IpAddr::V4(a) => match self.v4.entry(u32::from(*a)) {
-                Entry::Vacant(v) => {
-                    v.insert(id);
-                    return true;
-                }
-                Entry::Occupied(o) => *o.get(),
-            },
-            IpAddr::V6(a) => match self.v6.entry(*a) {
-                Entry::Vacant(v) => {
-                    v.insert(id);
-                    return true;
-                }
-                Entry::Occupied(o) => *o.get(),
-            },
+            IpAddr::V4(a) => insert_or_get(&mut self.v4, u32::from(*a), id),
+            IpAddr::V6(a) => insert_or_get(&mut self.v6, *a, id),
+        };
+        let Some(existing) = existing else {
+            return true;
         };
         if existing & LIST != 0 {
             let list = &mut self.lists[(existing & !LIST) as usize];
@@ -98,7 +90,6 @@ impl HolderMap {
                         .expect("fewer than 2^31 shared addresses")
                 }
             };
-            debug_assert!(index < LIST);
             *self.entry_mut(ip).expect("the entry read above") = index | LIST;
         }
         false
@@ -157,6 +148,18 @@ impl HolderMap {
     pub(super) fn reserve(&mut self, v4: usize, v6: usize) {
         self.v4.reserve(v4);
         self.v6.reserve(v6);
+    }
+}
+
+/// Puts `id` under `key` when the table has no entry for it (`None`); otherwise changes nothing
+/// and gives the entry there.
+fn insert_or_get<K: Hash + Eq>(map: &mut HashMap<K, u32, Keyed>, key: K, id: Id) -> Option<u32> {
+    match map.entry(key) {
+        Entry::Vacant(v) => {
+            v.insert(id);
+            None
+        }
+        Entry::Occupied(o) => Some(*o.get()),
     }
 }
 
