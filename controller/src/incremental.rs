@@ -297,8 +297,10 @@ fn restore_if_differs(alloc: &mut Allocator, v: &ServiceView) {
     if v.ingress_ips.is_empty() || !is_ours(v, alloc.class()) {
         return;
     }
-    let held = alloc.assignment(&v.key).map(|a| a.ips.as_slice());
-    if held != Some(v.ingress_ips.as_slice()) {
+    let same = alloc
+        .assignment(&v.key)
+        .is_some_and(|a| a.ips == *v.ingress_ips.as_slice());
+    if !same {
         let _ = alloc.restore(v);
     }
 }

@@ -59,7 +59,7 @@ fn pools_in_config_order_lowest_first_then_exhausted() {
     let got: Vec<(IpAddr, String)> = (0..6)
         .map(|i| {
             let r = a.allocate(&svc(&format!("s{i}"))).unwrap();
-            (r.ips[0], r.pool.to_string())
+            (r.ips.first().unwrap(), r.pool.to_string())
         })
         .collect();
     assert_eq!(
@@ -236,7 +236,7 @@ fn sharing_rules() {
         with_ann(svc("dup2"), annotations::ALLOW_SHARED_IP, "k"),
         443,
     );
-    s4.load_balancer_ip = Some(ip1[0].to_string());
+    s4.load_balancer_ip = Some(ip1.first().unwrap().to_string());
     let e = a.allocate(&s4).unwrap_err();
     assert!(e.to_string().contains("443"), "{e}");
     // Local vs Cluster may not share.
@@ -245,7 +245,7 @@ fn sharing_rules() {
         8080,
     );
     local.external_traffic_policy = TrafficPolicy::Local;
-    local.load_balancer_ip = Some(ip1[0].to_string());
+    local.load_balancer_ip = Some(ip1.first().unwrap().to_string());
     assert!(matches!(
         a.allocate(&local),
         Err(AllocError::SharingConflict { .. })
@@ -427,7 +427,7 @@ fn ipv6_slash_64_pool_allocates_lowest() {
     for i in 0..100u32 {
         let mut v = svc(&format!("s{i:03}"));
         v.ip_families = vec![IpFamily::V6];
-        let got = a.allocate(&v).unwrap().ips[0];
+        let got = a.allocate(&v).unwrap().ips.first().unwrap();
         assert_eq!(got, ip(&format!("2001:db8::{i:x}")));
     }
     assert_eq!(a.usage()[0].addresses_total, 1u128 << 64);
@@ -590,16 +590,16 @@ proptest! {
         let mut by_ip: BTreeMap<IpAddr, Vec<ServiceKey>> = BTreeMap::new();
         for (k, asg) in a.assignments() {
             let pool = c.pool(&asg.pool).unwrap();
-            let fams: BTreeSet<IpFamily> = asg.ips.iter().map(IpFamily::of).collect();
+            let fams: BTreeSet<IpFamily> = asg.ips.iter().map(|ip| IpFamily::of(&ip)).collect();
             prop_assert_eq!(fams.len(), asg.ips.len(), "one address per family: {:?}", asg.ips);
-            prop_assert!(asg.ips.iter().all(|ip| pool.may_assign(ip)));
+            prop_assert!(asg.ips.iter().all(|ip| pool.may_assign(&ip)));
             let v = &views[&k];
             match v.ip_family_policy {
                 IpFamilyPolicy::SingleStack => prop_assert_eq!(asg.ips.len(), 1),
                 IpFamilyPolicy::RequireDualStack => prop_assert_eq!(asg.ips.len(), 2),
                 IpFamilyPolicy::PreferDualStack => {}
             }
-            prop_assert_eq!(IpFamily::of(&asg.ips[0]), v.ip_families[0]);
+            prop_assert_eq!(IpFamily::of(&asg.ips.first().unwrap()), v.ip_families[0]);
             for ip in asg.ips {
                 by_ip.entry(ip).or_default().push(k.clone());
             }

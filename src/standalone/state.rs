@@ -81,7 +81,7 @@ struct Entry<'a>(&'a Assigned);
 impl Serialize for Entry<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("ips", self.0.ips.as_slice())?;
+        m.serialize_entry("ips", &self.0.ips.to_vec())?;
         m.serialize_entry("pool", self.0.pool.as_str())?;
         m.end()
     }
@@ -183,7 +183,7 @@ mod tests {
         let map: serde_json::Map<String, Value> = a
             .iter()
             .map(|(k, a)| {
-                let ips: Vec<String> = a.ips.iter().map(ToString::to_string).collect();
+                let ips: Vec<String> = a.ips.iter().map(|ip| ip.to_string()).collect();
                 (
                     k.to_string(),
                     serde_json::json!({"ips": ips, "pool": a.pool.as_str()}),

@@ -5,9 +5,12 @@
 //! Must not: know about pools' contents, Services or sharing; these are plain values.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Deref;
 use std::sync::Arc;
+
+use ferrolb_config::addr::to_u128;
+use ferrolb_config::IpFamily;
 
 /// The addresses a Service holds and the pool they come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,19 +20,27 @@ pub struct Assigned {
 }
 
 /// Up to two addresses (one per IP family), in order, without a heap allocation.
+///
+/// Each address is kept as its 128-bit value ([`to_u128`]) in two aligned 64-bit words plus a
+/// family bit, not as an [`IpAddr`]: an `IpAddr` keeps its 16 bytes at offset 1, so reading one
+/// right after copying it (as the allocator does on every call) made the processor wait for the
+/// copy's stores to retire (a store-forwarding stall); aligned words forward. Addresses come out
+/// as `IpAddr` values ([`Ips::get`], [`Ips::iter`]).
 #[derive(Clone, Copy)]
 pub struct Ips {
-    addrs: [IpAddr; 2],
+    /// Address n's value: high and low 64 bits.
+    words: [[u64; 2]; 2],
+    /// Bit n set: address n is IPv6.
+    v6: u8,
     len: u8,
 }
-
-const UNSET: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 impl Ips {
     /// No address.
     pub const fn new() -> Ips {
         Ips {
-            addrs: [UNSET; 2],
+            words: [[0; 2]; 2],
+            v6: 0,
             len: 0,
         }
     }
@@ -37,10 +48,22 @@ impl Ips {
     /// Appends `ip`; false (and unchanged) when two addresses are held already.
     #[must_use = "a third address is refused, not stored"]
     pub fn push(&mut self, ip: IpAddr) -> bool {
-        let Some(slot) = self.addrs.get_mut(usize::from(self.len)) else {
+        self.push_value(IpFamily::of(&ip), to_u128(&ip))
+    }
+
+    /// [`Ips::push`] of the address of `family` whose value ([`to_u128`]) is `value`, which
+    /// must fit the family.
+    #[must_use = "a third address is refused, not stored"]
+    pub(crate) fn push_value(&mut self, family: IpFamily, value: u128) -> bool {
+        debug_assert!(family == IpFamily::V6 || value <= u128::from(u32::MAX));
+        let n = usize::from(self.len);
+        let Some(slot) = self.words.get_mut(n) else {
             return false;
         };
-        *slot = ip;
+        *slot = [(value >> 64) as u64, value as u64];
+        if family == IpFamily::V6 {
+            self.v6 |= 1 << n;
+        }
         self.len += 1;
         true
     }
@@ -52,8 +75,55 @@ impl Ips {
         debug_assert!(stored, "a third address");
     }
 
-    pub fn as_slice(&self) -> &[IpAddr] {
-        &self.addrs[..usize::from(self.len)]
+    /// Address `n`'s family and value ([`to_u128`]).
+    pub(crate) fn value(&self, n: usize) -> Option<(IpFamily, u128)> {
+        (n < usize::from(self.len)).then(|| {
+            let [hi, lo] = self.words[n];
+            let family = if self.v6 & (1 << n) != 0 {
+                IpFamily::V6
+            } else {
+                IpFamily::V4
+            };
+            (family, (u128::from(hi) << 64) | u128::from(lo))
+        })
+    }
+
+    /// Address `n`, if there is one.
+    pub fn get(&self, n: usize) -> Option<IpAddr> {
+        let (family, v) = self.value(n)?;
+        Some(match family {
+            IpFamily::V4 => IpAddr::V4(Ipv4Addr::from(v as u32)),
+            IpFamily::V6 => IpAddr::V6(Ipv6Addr::from(v)),
+        })
+    }
+
+    /// The first address, if any.
+    pub fn first(&self) -> Option<IpAddr> {
+        self.get(0)
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.iter().any(|x| x == *ip)
+    }
+
+    /// The addresses, in order.
+    pub fn iter(&self) -> IpsIter {
+        IpsIter {
+            ips: *self,
+            next: 0,
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<IpAddr> {
+        self.iter().collect()
     }
 
     /// The addresses of `ips`, or `None` when there are more than two.
@@ -63,28 +133,44 @@ impl Ips {
     }
 }
 
+/// The addresses of an [`Ips`], in order, by value.
+#[derive(Debug, Clone)]
+pub struct IpsIter {
+    ips: Ips,
+    next: usize,
+}
+
+impl Iterator for IpsIter {
+    type Item = IpAddr;
+    fn next(&mut self) -> Option<IpAddr> {
+        let ip = self.ips.get(self.next)?;
+        self.next += 1;
+        Some(ip)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.ips.len() - self.next.min(self.ips.len());
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for IpsIter {}
+
 impl Default for Ips {
     fn default() -> Ips {
         Ips::new()
     }
 }
 
-impl Deref for Ips {
-    type Target = [IpAddr];
-    fn deref(&self) -> &[IpAddr] {
-        self.as_slice()
-    }
-}
-
 impl fmt::Debug for Ips {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.as_slice()).finish()
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
 impl PartialEq for Ips {
     fn eq(&self, other: &Ips) -> bool {
-        self.as_slice() == other.as_slice()
+        self.iter().eq(other.iter())
     }
 }
 
@@ -92,44 +178,45 @@ impl Eq for Ips {}
 
 impl PartialEq<[IpAddr]> for Ips {
     fn eq(&self, other: &[IpAddr]) -> bool {
-        self.as_slice() == other
+        self.iter().eq(other.iter().copied())
     }
 }
 
 impl PartialEq<Vec<IpAddr>> for Ips {
     fn eq(&self, other: &Vec<IpAddr>) -> bool {
-        self.as_slice() == other.as_slice()
+        *self == *other.as_slice()
     }
 }
 
 impl From<[IpAddr; 1]> for Ips {
     fn from([a]: [IpAddr; 1]) -> Ips {
-        Ips {
-            addrs: [a, UNSET],
-            len: 1,
-        }
+        let mut ips = Ips::new();
+        ips.push_family(a);
+        ips
     }
 }
 
 impl From<[IpAddr; 2]> for Ips {
-    fn from(addrs: [IpAddr; 2]) -> Ips {
-        Ips { addrs, len: 2 }
+    fn from([a, b]: [IpAddr; 2]) -> Ips {
+        let mut ips = Ips::from([a]);
+        ips.push_family(b);
+        ips
     }
 }
 
 impl IntoIterator for Ips {
     type Item = IpAddr;
-    type IntoIter = std::iter::Take<std::array::IntoIter<IpAddr, 2>>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.addrs.into_iter().take(usize::from(self.len))
+    type IntoIter = IpsIter;
+    fn into_iter(self) -> IpsIter {
+        IpsIter { ips: self, next: 0 }
     }
 }
 
-impl<'a> IntoIterator for &'a Ips {
-    type Item = &'a IpAddr;
-    type IntoIter = std::slice::Iter<'a, IpAddr>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.as_slice().iter()
+impl IntoIterator for &Ips {
+    type Item = IpAddr;
+    type IntoIter = IpsIter;
+    fn into_iter(self) -> IpsIter {
+        self.iter()
     }
 }
 
@@ -216,7 +303,7 @@ mod tests {
         assert!(!ips.push(ip("192.0.2.2")), "a third address is refused");
         assert_eq!(ips, vec![ip("2001:db8::1"), ip("192.0.2.1")]);
         assert_eq!(format!("{ips:?}"), "[2001:db8::1, 192.0.2.1]");
-        assert_eq!(Ips::from([ip("192.0.2.9")]).as_slice(), &[ip("192.0.2.9")]);
+        assert_eq!(Ips::from([ip("192.0.2.9")]).to_vec(), vec![ip("192.0.2.9")]);
         assert_eq!(
             ips.into_iter().collect::<Vec<_>>(),
             vec![ip("2001:db8::1"), ip("192.0.2.1")]
@@ -229,11 +316,34 @@ mod tests {
     }
 
     #[test]
+    fn addresses_keep_their_family_and_value() {
+        // ::1 and 0.0.0.1 have the same value; only the family tells them apart.
+        let mut ips = Ips::new();
+        assert!(ips.push(ip("::1")));
+        assert!(ips.push_value(IpFamily::V4, 1));
+        assert_eq!(ips.value(0), Some((IpFamily::V6, 1)));
+        assert_eq!(ips.value(1), Some((IpFamily::V4, 1)));
+        assert_eq!(ips.value(2), None);
+        assert_eq!(ips.to_vec(), vec![ip("::1"), ip("0.0.0.1")]);
+        assert_ne!(ips, Ips::from([ip("0.0.0.1"), ip("::1")]));
+        assert!(ips.contains(&ip("0.0.0.1")) && !ips.contains(&ip("::2")));
+        let wide = ip("ffff:ffff:ffff:ffff:8000::ff");
+        let top = ip("255.255.255.255");
+        let both = Ips::from([wide, top]);
+        assert_eq!(
+            (both.first(), both.get(1), both.get(2)),
+            (Some(wide), Some(top), None)
+        );
+        assert_eq!(both.iter().len(), 2);
+        assert_eq!((&both).into_iter().collect::<Vec<_>>(), vec![wide, top]);
+    }
+
+    #[test]
     fn unused_slots_do_not_count_in_comparisons() {
         let mut a = Ips::from([ip("192.0.2.1"), ip("192.0.2.2")]);
         let b = Ips::from([ip("192.0.2.1")]);
         assert_ne!(a, b);
-        a = Ips::from_slice(&a[..1]).unwrap();
+        a = Ips::from_slice(&a.to_vec()[..1]).unwrap();
         assert_eq!(a, b);
         assert_eq!(Ips::new(), Ips::default());
     }

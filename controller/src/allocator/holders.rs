@@ -15,6 +15,9 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 
+use ferrolb_config::addr::to_u128;
+use ferrolb_config::IpFamily;
+
 use super::hasher::Keyed;
 use super::Id;
 
@@ -42,10 +45,10 @@ impl HolderMap {
         }
     }
 
-    fn entry_mut(&mut self, ip: &IpAddr) -> Option<&mut u32> {
-        match ip {
-            IpAddr::V4(a) => self.v4.get_mut(&u32::from(*a)),
-            IpAddr::V6(a) => self.v6.get_mut(a),
+    fn entry_mut(&mut self, family: IpFamily, value: u128) -> Option<&mut u32> {
+        match family {
+            IpFamily::V4 => self.v4.get_mut(&(value as u32)),
+            IpFamily::V6 => self.v6.get_mut(&Ipv6Addr::from(value)),
         }
     }
 
@@ -60,11 +63,23 @@ impl HolderMap {
 
     /// Adds `id` as a holder of `ip`. With holders already there, `at` says where in their list
     /// `id` goes. Returns true when `id` is the first holder.
+    #[cfg(test)]
     pub(super) fn add(&mut self, ip: &IpAddr, id: Id, at: impl FnOnce(&[Id]) -> usize) -> bool {
+        self.add_value(IpFamily::of(ip), to_u128(ip), id, at)
+    }
+
+    /// [`HolderMap::add`] of the address of `family` whose value ([`to_u128`]) is `value`.
+    pub(super) fn add_value(
+        &mut self,
+        family: IpFamily,
+        value: u128,
+        id: Id,
+        at: impl FnOnce(&[Id]) -> usize,
+    ) -> bool {
         debug_assert!(id <= MAX_ID, "id {id} does not fit a holder entry");
-        let existing = match ip {
-            IpAddr::V4(a) => insert_or_get(&mut self.v4, u32::from(*a), id),
-            IpAddr::V6(a) => insert_or_get(&mut self.v6, *a, id),
+        let existing = match family {
+            IpFamily::V4 => insert_or_get(&mut self.v4, value as u32, id),
+            IpFamily::V6 => insert_or_get(&mut self.v6, Ipv6Addr::from(value), id),
         };
         let Some(existing) = existing else {
             return true;
@@ -90,7 +105,7 @@ impl HolderMap {
                         .expect("fewer than 2^31 shared addresses")
                 }
             };
-            *self.entry_mut(ip).expect("the entry read above") = index | LIST;
+            *self.entry_mut(family, value).expect("the entry read above") = index | LIST;
         }
         false
     }
@@ -117,7 +132,9 @@ impl HolderMap {
             // Back to one holder: the list is freed for reuse.
             self.lists[index as usize] = Vec::new();
             self.free_lists.push(index);
-            *self.entry_mut(ip).expect("the entry read above") = only;
+            *self
+                .entry_mut(IpFamily::of(ip), to_u128(ip))
+                .expect("the entry read above") = only;
         }
         false
     }

@@ -46,7 +46,7 @@ use ferrolb_config::addr::to_u128;
 use ferrolb_config::{Breakage, Config, IpFamily, ServiceKey, ServiceView, TrafficPolicy};
 
 use crate::reconcile::{is_ours, Allocation, Plan};
-pub use assigned::{Assigned, Ips, PoolName};
+pub use assigned::{Assigned, Ips, IpsIter, PoolName};
 use family::{fams, FamList, Fams};
 use holders::HolderMap;
 use pool::{fam_idx, PoolIndex};
@@ -397,9 +397,11 @@ impl Allocator {
         }
     }
 
-    fn take_in(&mut self, i: usize, ip: &IpAddr) {
-        // A take can only clear the bit of `ip`'s family, and only by taking the last free one.
-        if self.pools[i].take(ip) && !self.pools[i].has_free(IpFamily::of(ip)) {
+    /// Takes the address of `family` whose value ([`to_u128`]) is `value` in pool `i`.
+    fn take_in(&mut self, i: usize, family: IpFamily, value: u128) {
+        // A take can only clear the bit of the address's family, and only by taking the last
+        // free one.
+        if self.pools[i].take_value(family, value) && !self.pools[i].has_free(family) {
             self.refresh_free_bits(i);
         }
     }
@@ -608,7 +610,7 @@ impl Allocator {
         by_key.sort_unstable_by(|a, b| services.key_parts(a.0).cmp(&services.key_parts(b.0)));
         by_key
             .into_iter()
-            .flat_map(|(id, s)| s.assigned.ips.iter().map(move |ip| (services.key(id), *ip)))
+            .flat_map(|(id, s)| s.assigned.ips.iter().map(move |ip| (services.key(id), ip)))
             .collect()
     }
 
@@ -660,7 +662,7 @@ impl Allocator {
                 .assigned
                 .ips
                 .first()
-                .and_then(|ip| ranges.pool_of(pools, ip));
+                .and_then(|ip| ranges.pool_of(pools, &ip));
             match home {
                 Some(i) => {
                     if slot.assigned.pool != pools[i].name() {
@@ -684,7 +686,7 @@ impl Allocator {
         let services = &self.services;
         let mut broken: Vec<(Id, IpAddr)> = services
             .iter()
-            .flat_map(|(id, s)| s.assigned.ips.iter().map(move |ip| (id, *ip)))
+            .flat_map(|(id, s)| s.assigned.ips.iter().map(move |ip| (id, ip)))
             .filter(|(_, ip)| !allowed(ip))
             .collect();
         broken.sort_unstable_by(|(x, a), (y, b)| {
@@ -730,12 +732,14 @@ impl Allocator {
         };
         // The distinct addresses, in order: inline for the usual one or two, a list otherwise
         // (more than two always fail below, but with the errors the checks give in order).
-        let mut few = Ips::new();
+        let mut few = [first; 2];
+        let mut few_len = 0;
         let mut many: Vec<IpAddr> = Vec::new();
         if v.ingress_ips.len() <= 2 {
             for ip in &v.ingress_ips {
-                if !few.contains(ip) {
-                    few.push_family(*ip);
+                if !few[..few_len].contains(ip) {
+                    few[few_len] = *ip;
+                    few_len += 1;
                 }
             }
         } else {
@@ -745,7 +749,11 @@ impl Allocator {
                 }
             }
         }
-        let distinct: &[IpAddr] = if many.is_empty() { &few } else { &many };
+        let distinct: &[IpAddr] = if many.is_empty() {
+            &few[..few_len]
+        } else {
+            &many
+        };
         let h = self.services.hashed(&v.key);
         if may_hold {
             if let Some(id) = self.services.find(&v.key, h) {
@@ -839,13 +847,13 @@ impl Allocator {
         let slot = self.services.remove(id);
         for ip in &slot.assigned.ips {
             // The last holder gone: the address is free again.
-            if self.holders.remove(ip, id) && !self.defer_takes {
-                if let Some(i) = self.pool_of(ip) {
-                    self.release_in(i, ip);
+            if self.holders.remove(&ip, id) && !self.defer_takes {
+                if let Some(i) = self.pool_of(&ip) {
+                    self.release_in(i, &ip);
                 }
             }
             if let Some(k) = slot.share.as_ref().and_then(|s| s.sharing_key.as_deref()) {
-                self.drop_from_sharing_index(k, ip);
+                self.drop_from_sharing_index(k, &ip);
             }
         }
         slot.assigned
@@ -874,15 +882,12 @@ impl Allocator {
     fn reindex_sharing_key(&mut self, old: Option<&str>, assigned: &Assigned, new: Option<String>) {
         if let Some(k) = old {
             for ip in &assigned.ips {
-                self.drop_from_sharing_index(k, ip);
+                self.drop_from_sharing_index(k, &ip);
             }
         }
         if let Some(k) = new {
             for ip in &assigned.ips {
-                self.by_sharing_key
-                    .entry(k.clone())
-                    .or_default()
-                    .insert(*ip);
+                self.by_sharing_key.entry(k.clone()).or_default().insert(ip);
             }
         }
     }
@@ -959,7 +964,11 @@ impl Allocator {
         let Some(pool) = slot.named_pool() else {
             return false;
         };
-        if !current.ips.iter().all(|ip| self.pools[pool].may_assign(ip)) {
+        if !current
+            .ips
+            .iter()
+            .all(|ip| self.pools[pool].may_assign(&ip))
+        {
             return false;
         }
         if !req.ips.iter().all(|ip| current.ips.contains(ip)) {
@@ -969,7 +978,7 @@ impl Allocator {
             return false;
         }
         let set = |f: &mut dyn Iterator<Item = IpFamily>| f.fold(0u8, |m, f| m | 1 << fam_idx(f));
-        let have = set(&mut current.ips.iter().map(IpFamily::of));
+        let have = set(&mut current.ips.iter().map(|ip| IpFamily::of(&ip)));
         let families_ok = have == set(&mut fams.required.iter().copied())
             || fams
                 .preferred
@@ -985,7 +994,7 @@ impl Allocator {
                 || current
                     .ips
                     .iter()
-                    .all(|ip| self.holders.get(ip) == holders::Holding::One(id)),
+                    .all(|ip| self.holders.get(&ip) == holders::Holding::One(id)),
             "a Service without a sharing key shares an address"
         );
         families_ok
@@ -993,7 +1002,7 @@ impl Allocator {
                 || current
                     .ips
                     .iter()
-                    .all(|ip| self.check_sharing(ip, share, Some(id)).is_ok()))
+                    .all(|ip| self.check_sharing(&ip, share, Some(id)).is_ok()))
     }
 
     /// Chooses addresses for a Service that holds none.
@@ -1200,36 +1209,38 @@ impl Allocator {
         pool: usize,
     ) -> Id {
         let sharing_key = share.as_ref().and_then(|s| s.sharing_key.clone());
-        let ips_len = assigned.ips.len();
+        let ips = assigned.ips;
         let named_pool = self.first_of_name.get(pool).copied();
         let id = self
             .services
             .insert(key, h, Slot::new(assigned, share, named_pool));
-        for n in 0..ips_len {
-            let ip = self.services.get(id).assigned.ips[n];
+        // The addresses as values: no `IpAddr` is built or read on the common path.
+        for n in 0..ips.len() {
+            let (family, value) = ips.value(n).expect("n < len");
             let services = &self.services;
-            let first_holder = self.holders.add(&ip, id, |ids| {
+            let first_holder = self.holders.add_value(family, value, id, |ids| {
                 let me = (key.namespace.as_str(), key.name.as_str());
                 ids.partition_point(|&x| services.key_parts(x) < me)
             });
             if first_holder && !self.defer_takes {
-                // Without overlapping ranges `pool` is the one pool that may hand out `ip` (every
-                // path here checked that it may), so no lookup is needed.
+                // Without overlapping ranges `pool` is the one pool that may hand out the address
+                // (every path here checked that it may), so no lookup is needed.
                 let home = if self.ranges.overlapping {
-                    self.pool_of(&ip)
+                    ips.get(n).and_then(|ip| self.pool_of(&ip))
                 } else {
                     debug_assert_eq!(
-                        self.pool_of(&ip),
+                        ips.get(n).and_then(|ip| self.pool_of(&ip)),
                         Some(pool),
-                        "{ip} is not from pool {pool}"
+                        "{:?} is not from pool {pool}",
+                        ips.get(n)
                     );
                     Some(pool)
                 };
                 if let Some(i) = home {
-                    self.take_in(i, &ip);
+                    self.take_in(i, family, value);
                 }
             }
-            if let Some(k) = &sharing_key {
+            if let (Some(k), Some(ip)) = (&sharing_key, ips.get(n)) {
                 self.by_sharing_key.entry(k.clone()).or_default().insert(ip);
             }
         }

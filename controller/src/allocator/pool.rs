@@ -226,11 +226,15 @@ impl PoolIndex {
 
     /// Marks `ip` taken; false if it is not assignable here or already taken.
     pub fn take(&mut self, ip: &IpAddr) -> bool {
-        if !self.may_assign(ip) {
+        self.take_value(IpFamily::of(ip), to_u128(ip))
+    }
+
+    /// [`PoolIndex::take`] of the address of `fam` whose value ([`to_u128`]) is `v`.
+    pub(crate) fn take_value(&mut self, fam: IpFamily, v: u128) -> bool {
+        // `is_buggy_ip` on the value: an IPv4 address ending in .0 or .255.
+        if self.avoid_buggy && fam == IpFamily::V4 && matches!(v & 0xff, 0 | 0xff) {
             return false;
         }
-        let v = to_u128(ip);
-        let fam = IpFamily::of(ip);
         let taken = self
             .ranges
             .iter_mut()

@@ -264,7 +264,7 @@ impl Allocator {
         by_key.sort_unstable_by(|a, b| a.0.cmp(b.0));
         by_key
             .into_iter()
-            .flat_map(|(k, h)| h.assigned.ips.iter().map(move |ip| (k.clone(), *ip)))
+            .flat_map(|(k, h)| h.assigned.ips.iter().map(move |ip| (k.clone(), ip)))
             .collect()
     }
 
@@ -321,7 +321,7 @@ impl Allocator {
                 .assigned
                 .ips
                 .first()
-                .and_then(|ip| ranges.pool_of(pools, ip))
+                .and_then(|ip| ranges.pool_of(pools, &ip))
             else {
                 continue;
             };
@@ -431,7 +431,7 @@ impl Allocator {
     /// Frees what `key` holds (deleted, type or class changed). Returns what it held.
     pub fn release(&mut self, key: &ServiceKey) -> Option<Assigned> {
         let held = self.services.remove(key)?;
-        for ip in &held.assigned.ips {
+        for ip in &held.assigned.ips.to_vec() {
             let empty = self.holders.get_mut(ip).is_some_and(|hs| {
                 if let Ok(at) = hs.binary_search(key) {
                     hs.remove(at);
@@ -473,12 +473,12 @@ impl Allocator {
     /// A kept assignment whose sharing key changed: move its addresses to the new key's index.
     fn reindex_sharing_key(&mut self, old: Option<&str>, assigned: &Assigned, info: &SharingInfo) {
         if let Some(k) = old {
-            for ip in &assigned.ips {
+            for ip in &assigned.ips.to_vec() {
                 self.drop_from_sharing_index(k, ip);
             }
         }
         if let Some(k) = &info.sharing_key {
-            for ip in &assigned.ips {
+            for ip in &assigned.ips.to_vec() {
                 self.by_sharing_key
                     .entry(k.clone())
                     .or_default()
@@ -547,7 +547,11 @@ impl Allocator {
         let Some(pool) = self.pool_index(&current.pool) else {
             return false;
         };
-        if !current.ips.iter().all(|ip| self.pools[pool].may_assign(ip)) {
+        if !current
+            .ips
+            .iter()
+            .all(|ip| self.pools[pool].may_assign(&ip))
+        {
             return false;
         }
         if !req.ips.iter().all(|ip| current.ips.contains(ip)) {
@@ -557,7 +561,7 @@ impl Allocator {
             return false;
         }
         let set = |f: &mut dyn Iterator<Item = IpFamily>| f.fold(0u8, |m, f| m | 1 << fam_idx(f));
-        let have = set(&mut current.ips.iter().map(IpFamily::of));
+        let have = set(&mut current.ips.iter().map(|ip| IpFamily::of(&ip)));
         let families_ok = have == set(&mut fams.required.iter().copied())
             || fams
                 .preferred
@@ -567,7 +571,7 @@ impl Allocator {
             && current
                 .ips
                 .iter()
-                .all(|ip| self.check_sharing(ip, info).is_ok())
+                .all(|ip| self.check_sharing(&ip, info).is_ok())
     }
 
     /// Chooses addresses for a Service that holds none.
@@ -764,7 +768,7 @@ impl Allocator {
     }
 
     fn commit(&mut self, info: SharingInfo, assigned: Assigned) {
-        for ip in &assigned.ips {
+        for ip in &assigned.ips.to_vec() {
             let hs = self.holders.entry(*ip).or_default();
             let first_holder = hs.is_empty();
             if let Err(at) = hs.binary_search(&info.key) {
