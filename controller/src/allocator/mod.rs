@@ -1143,7 +1143,8 @@ impl Allocator {
             };
             let mut ips = Ips::new();
             for f in fam_list.iter() {
-                ips.push_family(self.pools[c].lowest_free(*f)?);
+                let stored = ips.push_value(*f, self.pools[c].lowest_free_value(*f)?);
+                debug_assert!(stored, "a third address");
             }
             return Some((ips, c));
         }

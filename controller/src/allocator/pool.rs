@@ -271,18 +271,23 @@ impl PoolIndex {
     /// The lowest free address of `family`, without taking it. Buggy addresses met at the front
     /// of an interval are dropped from the free set for good (they are never assignable).
     pub fn lowest_free(&mut self, family: IpFamily) -> Option<IpAddr> {
+        from_u128(family, self.lowest_free_value(family)?)
+    }
+
+    /// [`PoolIndex::lowest_free`] as the address's value ([`to_u128`]).
+    pub(crate) fn lowest_free_value(&mut self, family: IpFamily) -> Option<u128> {
         if !self.has_free(family) {
             return None;
         }
-        let avoid = self.avoid_buggy;
+        // `is_buggy_ip` on the value: an IPv4 address ending in .0 or .255.
+        let avoid = self.avoid_buggy && family == IpFamily::V4;
         for r in self.ranges.iter_mut().filter(|r| r.family == family) {
             while let Some(s) = r.lowest() {
-                let ip = from_u128(family, s)?;
-                if avoid && is_buggy_ip(&ip) {
+                if avoid && matches!(s & 0xff, 0 | 0xff) {
                     r.take(s);
                     continue;
                 }
-                return Some(ip);
+                return Some(s);
             }
         }
         None
