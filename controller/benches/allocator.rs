@@ -1,15 +1,20 @@
-//! Allocator benchmark (issue 7, item 1): ferrolb's allocator next to a MetalLB-style reference
-//! allocator written here (walk each range from its first address, test each candidate against a
-//! used set), both measured in the same run on the same inputs.
+//! Allocator benchmark (issue 7, item 1): ferrolb's allocator next to two MetalLB-style reference
+//! allocators written here, all measured in the same run on the same inputs. Both walk each range
+//! from its first address and test each candidate:
+//! - the numeric reference tests a candidate against a set of used addresses (`reference_ns`);
+//! - the MetalLB-faithful one (`metallb_ns`, assign and churn only) does per candidate what
+//!   MetalLB's allocator does: scan the pools for the candidate's pool, format the address as
+//!   text, look it up in maps keyed by that text, and build the refusal's error values.
 //!
 //! Run: `cargo bench -p ferrolb-controller --bench allocator` (full: 1k/10k/100k Services), or
 //! with `-- --smoke` / `FERROLB_BENCH_SMOKE=1` (1k only; seconds). Prints a table on stderr and
 //! one JSON object per measurement on stdout:
-//! `{"bench":"allocator","case":..,"n":..,"unit":..,"ferrolb_ns":..,"reference_ns":..,"ratio":..}`
-//! where `ratio = reference_ns / ferrolb_ns` (how many times faster ferrolb is) and `unit` says
+//! `{"bench":"allocator","case":..,"n":..,"unit":..,"ferrolb_ns":..,"reference_ns":..,"ratio":..,"metallb_ns":..,"metallb_ratio":..}`
+//! where `ratio = reference_ns / ferrolb_ns` (how many times faster ferrolb is; `metallb_ratio`
+//! likewise) and `unit` says
 //! whether the nanoseconds are per operation or for the whole case. Each figure is the median of
-//! `reps` repetitions (≥ 3). `FERROLB_BENCH_SIZES=1000,10000` picks the sizes. The reference's
-//! O(n²) assignment is skipped above 10k Services (`reference_ns: null`).
+//! `reps` repetitions (≥ 3; the MetalLB-faithful reference 3). `FERROLB_BENCH_SIZES=1000,10000`
+//! picks the sizes. The references' O(n²) assignment is skipped above 10k Services (`null`).
 
 use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
@@ -223,6 +228,227 @@ impl Reference {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The MetalLB-faithful reference: the same walk as [`Reference`], with what MetalLB's allocator
+// (`internal/allocator/allocator.go`) does per candidate, which the numeric reference leaves out:
+// `Assign(svc, ip, ...)` is tried on every candidate. It finds the candidate's pool by scanning
+// every pool's ranges, formats the address as text (`ip.String()`) to look it up in maps keyed by
+// that text, and for an address in use without a sharing key builds the error values (the
+// sharing refusal, the list of other Services on the address, the message) before the walk moves
+// on. An assignment updates four maps keyed by the address text.
+
+#[derive(Clone, Default, PartialEq)]
+struct FaithfulKey {
+    sharing: String,
+    backend: String,
+}
+
+struct FaithfulAlloc {
+    pool: String,
+    ip: IpAddr,
+    ports: Vec<(String, u16)>,
+}
+
+#[derive(Default)]
+struct Faithful {
+    pools: Vec<RefPool>,
+    /// `namespace/name` -> what it holds.
+    allocated: HashMap<String, FaithfulAlloc>,
+    /// Address text -> the sharing key of its holders.
+    sharing_key_for_ip: HashMap<String, FaithfulKey>,
+    /// Address text -> port -> `namespace/name`.
+    ports_in_use: HashMap<String, HashMap<(String, u16), String>>,
+    /// Address text -> the `namespace/name`s on it.
+    services_on_ip: HashMap<String, HashSet<String>>,
+    /// Pool -> address text -> holders.
+    pool_ips_in_use: HashMap<String, HashMap<String, u32>>,
+}
+
+fn sharing_ok(existing: &FaithfulKey, new: &FaithfulKey) -> Result<(), String> {
+    if existing.sharing.is_empty() {
+        return Err("existing service does not allow sharing".to_string());
+    }
+    if new.sharing.is_empty() {
+        return Err("new service does not allow sharing".to_string());
+    }
+    if existing != new {
+        return Err(format!(
+            "sharing key {:?} does not match existing sharing key {:?}",
+            new.sharing, existing.sharing
+        ));
+    }
+    Ok(())
+}
+
+impl Faithful {
+    fn new(config: &Config) -> Faithful {
+        Faithful {
+            pools: ref_pools(config),
+            ..Faithful::default()
+        }
+    }
+
+    /// The first pool whose ranges hold `ip` (MetalLB's `poolFor`: every pool, every range).
+    fn pool_for(&self, ip: &IpAddr) -> Option<&str> {
+        self.pools
+            .iter()
+            .find(|p| p.contains(ip))
+            .map(|p| p.name.as_str())
+    }
+
+    /// MetalLB's `Assign`: may `svc` have `ip`? If so, record it.
+    fn assign(&mut self, svc: &str, ip: IpAddr, ports: &[(String, u16)]) -> Result<(), String> {
+        let Some(pool) = self.pool_for(&ip).map(str::to_string) else {
+            return Err(format!("{ip:?} is not allowed in config"));
+        };
+        let key = FaithfulKey::default();
+        if let Some(existing) = self.sharing_key_for_ip.get(&ip.to_string()) {
+            if sharing_ok(existing, &key).is_err() {
+                let others: Vec<&str> = self
+                    .services_on_ip
+                    .get(&ip.to_string())
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str)
+                    .filter(|o| *o != svc)
+                    .collect();
+                if !others.is_empty() {
+                    return Err(format!(
+                        "can't change sharing key for {svc:?}, address also in use by {}",
+                        others.join(",")
+                    ));
+                }
+            }
+            for port in ports {
+                let in_use = self.ports_in_use.get(&ip.to_string());
+                if in_use
+                    .and_then(|m| m.get(port))
+                    .is_some_and(|cur| cur != svc)
+                {
+                    return Err(format!(
+                        "port {}/{} is already in use on {ip:?}",
+                        port.0, port.1
+                    ));
+                }
+            }
+        }
+        self.release_svc(svc);
+        let text = ip.to_string();
+        self.sharing_key_for_ip.insert(text.clone(), key);
+        let used = self.ports_in_use.entry(ip.to_string()).or_default();
+        for port in ports {
+            used.insert(port.clone(), svc.to_string());
+        }
+        self.services_on_ip
+            .entry(ip.to_string())
+            .or_default()
+            .insert(svc.to_string());
+        *self
+            .pool_ips_in_use
+            .entry(pool.clone())
+            .or_default()
+            .entry(text)
+            .or_default() += 1;
+        let ports = ports.to_vec();
+        self.allocated
+            .insert(svc.to_string(), FaithfulAlloc { pool, ip, ports });
+        Ok(())
+    }
+
+    fn release_svc(&mut self, svc: &str) {
+        let Some(al) = self.allocated.remove(svc) else {
+            return;
+        };
+        let text = al.ip.to_string();
+        if let Some(used) = self.ports_in_use.get_mut(&text) {
+            for port in &al.ports {
+                used.remove(port);
+            }
+        }
+        if let Some(on) = self.services_on_ip.get_mut(&text) {
+            on.remove(svc);
+        }
+        if self.ports_in_use.get(&text).is_none_or(HashMap::is_empty) {
+            self.ports_in_use.remove(&text);
+            self.sharing_key_for_ip.remove(&text);
+        }
+        if let Some(in_pool) = self.pool_ips_in_use.get_mut(&al.pool) {
+            if let Some(n) = in_pool.get_mut(&text) {
+                *n -= 1;
+                if *n == 0 {
+                    in_pool.remove(&text);
+                }
+            }
+        }
+    }
+
+    /// MetalLB's `Allocate`: each auto-assign pool in turn, each range of the family from its
+    /// first address, `Assign` on every candidate until one is accepted.
+    fn allocate(&mut self, v: &ServiceView) -> Option<IpAddr> {
+        let svc = svc_of(&v.key);
+        if let Some(al) = self.allocated.get(&svc) {
+            return Some(al.ip);
+        }
+        let family = v.ip_families.first().copied().unwrap_or(IpFamily::V4);
+        let ports = ports_of(v);
+        let ranges: Vec<(bool, u128, u128)> = self
+            .pools
+            .iter()
+            .filter(|p| p.auto_assign)
+            .flat_map(|p| {
+                p.ranges
+                    .iter()
+                    .filter(|r| r.family == family)
+                    .map(|r| (p.avoid_buggy, r.first, r.last))
+            })
+            .collect();
+        for (avoid_buggy, first, last) in ranges {
+            for c in first..=last {
+                let ip = from_u128(family, c)?;
+                if avoid_buggy && is_buggy_ip(&ip) {
+                    continue;
+                }
+                if black_box(self.assign(&svc, ip, &ports)).is_ok() {
+                    return Some(ip);
+                }
+            }
+        }
+        None
+    }
+
+    fn release(&mut self, key: &ServiceKey) {
+        self.release_svc(&svc_of(key));
+    }
+
+    /// The state after allocating `views` in order, reached without the walks: each Service is
+    /// assigned the address ferrolb's allocator gives it, which is the address the walk finds
+    /// (the bench checks that they agree), so the untimed set-up of the churn case costs O(n).
+    fn filled(cfg: &Config, views: &[ServiceView]) -> Faithful {
+        let a = filled(cfg, views);
+        let mut f = Faithful::new(cfg);
+        for v in views {
+            let ip = a.assignment(&v.key).and_then(|x| x.ips.first());
+            let ip = ip.expect("every bench Service is assigned");
+            f.assign(&svc_of(&v.key), ip, &ports_of(v))
+                .expect("the address is free");
+        }
+        f
+    }
+}
+
+/// MetalLB's Service key: `namespace/name`.
+fn svc_of(key: &ServiceKey) -> String {
+    format!("{}/{}", key.namespace, key.name)
+}
+
+/// MetalLB's ports of a Service: (protocol, port).
+fn ports_of(v: &ServiceView) -> Vec<(String, u16)> {
+    v.ports
+        .iter()
+        .map(|p| (p.protocol.clone(), p.port))
+        .collect()
+}
+
 fn ref_pools(config: &Config) -> Vec<RefPool> {
     config
         .pools
@@ -262,6 +488,11 @@ fn measure(reps: usize, mut f: impl FnMut() -> f64) -> f64 {
     // One untimed warm-up run first: the first run of a case in the process otherwise also pays
     // for the heap's first growth (page faults, glibc's mmap threshold still low).
     f();
+    measure_cold(reps, f)
+}
+
+/// [`measure`] without the warm-up run, for a reference that takes seconds per run.
+fn measure_cold(reps: usize, mut f: impl FnMut() -> f64) -> f64 {
     median((0..reps).map(|_| f()).collect())
 }
 
@@ -271,28 +502,36 @@ struct Row {
     unit: &'static str,
     ferrolb_ns: f64,
     reference_ns: Option<f64>,
+    /// The MetalLB-faithful reference ([`Faithful`]), where measured (assign and churn).
+    metallb_ns: Option<f64>,
 }
 
 fn emit(rows: &mut Vec<Row>, row: Row) {
     let ratio = row.reference_ns.map(|r| r / row.ferrolb_ns);
+    let metallb_ratio = row.metallb_ns.map(|r| r / row.ferrolb_ns);
     let num = |x: Option<f64>| x.map_or("null".to_string(), |x| format!("{x:.1}"));
     println!(
-        "{{\"bench\":\"allocator\",\"case\":\"{}\",\"n\":{},\"unit\":\"{}\",\"ferrolb_ns\":{:.1},\"reference_ns\":{},\"ratio\":{}}}",
+        "{{\"bench\":\"allocator\",\"case\":\"{}\",\"n\":{},\"unit\":\"{}\",\"ferrolb_ns\":{:.1},\"reference_ns\":{},\"ratio\":{},\"metallb_ns\":{},\"metallb_ratio\":{}}}",
         row.case,
         row.n,
         row.unit,
         row.ferrolb_ns,
         num(row.reference_ns),
         num(ratio),
+        num(row.metallb_ns),
+        num(metallb_ratio),
     );
+    let times = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.0}x"));
     eprintln!(
-        "{:<34} {:>7} {:>9} {:>14} {:>16} {:>10}",
+        "{:<34} {:>7} {:>9} {:>14} {:>16} {:>10} {:>16} {:>10}",
         row.case,
         row.n,
         row.unit,
         fmt_ns(row.ferrolb_ns),
         row.reference_ns.map_or("-".into(), fmt_ns),
-        ratio.map_or("-".into(), |r| format!("{r:.0}x")),
+        times(ratio),
+        row.metallb_ns.map_or("-".into(), fmt_ns),
+        times(metallb_ratio),
     );
     rows.push(row);
 }
@@ -354,6 +593,18 @@ fn bench_layout(rows: &mut Vec<Row>, layout: &Layout, n: usize, reps: usize) {
     let cfg = config(&layout.yaml);
     let views: Vec<ServiceView> = (0..n).map(|i| service(i, layout.family)).collect();
 
+    // The three allocators hand out the same addresses (lowest free, pools in config order);
+    // checked untimed at the small size, so the smoke run in CI keeps them honest.
+    if n <= 1_000 && n <= reference_max_n() {
+        let mut a = Allocator::new(cfg.clone(), "ferrolb");
+        let (mut r, mut f) = (Reference::new(&cfg), Faithful::new(&cfg));
+        for v in &views {
+            let ours = a.allocate(v).expect("bench pool too small").ips.first();
+            assert_eq!(ours, r.allocate(v), "numeric reference, {}", v.key);
+            assert_eq!(ours, f.allocate(v), "MetalLB-faithful reference, {}", v.key);
+        }
+    }
+
     // Assign n Services into empty pools.
     let ferrolb = measure(reps, || {
         let mut a = Allocator::new(cfg.clone(), "ferrolb");
@@ -373,6 +624,18 @@ fn bench_layout(rows: &mut Vec<Row>, layout: &Layout, n: usize, reps: usize) {
             t.elapsed().as_nanos() as f64 / n as f64
         })
     });
+    // The MetalLB-faithful reference takes many seconds at 10k: 3 repetitions (the issue's
+    // minimum), no warm-up (a heap's first growth is lost in milliseconds per allocation).
+    let metallb = (n <= reference_max_n()).then(|| {
+        measure_cold(reps.min(3), || {
+            let mut r = Faithful::new(&cfg);
+            let t = Instant::now();
+            for v in &views {
+                let _ = black_box(r.allocate(black_box(v)));
+            }
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+    });
     emit(
         rows,
         Row {
@@ -381,6 +644,7 @@ fn bench_layout(rows: &mut Vec<Row>, layout: &Layout, n: usize, reps: usize) {
             unit: "per_alloc",
             ferrolb_ns: ferrolb,
             reference_ns: reference,
+            metallb_ns: metallb,
         },
     );
 
@@ -408,6 +672,17 @@ fn bench_layout(rows: &mut Vec<Row>, layout: &Layout, n: usize, reps: usize) {
             t.elapsed().as_nanos() as f64 / k as f64
         })
     });
+    let metallb = (n <= reference_max_n()).then(|| {
+        measure_cold(reps.min(3), || {
+            let mut r = Faithful::filled(&cfg, &views);
+            let t = Instant::now();
+            for (&i, v) in victims.iter().zip(&newcomers) {
+                r.release(&views[i].key);
+                let _ = black_box(r.allocate(black_box(v)));
+            }
+            t.elapsed().as_nanos() as f64 / k as f64
+        })
+    });
     emit(
         rows,
         Row {
@@ -416,6 +691,7 @@ fn bench_layout(rows: &mut Vec<Row>, layout: &Layout, n: usize, reps: usize) {
             unit: "per_op",
             ferrolb_ns: ferrolb,
             reference_ns: reference,
+            metallb_ns: metallb,
         },
     );
 }
@@ -457,6 +733,7 @@ fn bench_rebuild_and_config(rows: &mut Vec<Row>, n: usize, reps: usize) {
             unit: "total",
             ferrolb_ns: ferrolb,
             reference_ns: Some(reference),
+            metallb_ns: None,
         },
     );
     let ferrolb = measure(reps, || {
@@ -488,6 +765,7 @@ fn bench_rebuild_and_config(rows: &mut Vec<Row>, n: usize, reps: usize) {
             unit: "total",
             ferrolb_ns: ferrolb,
             reference_ns: Some(reference),
+            metallb_ns: None,
         },
     );
 
@@ -530,6 +808,7 @@ fn bench_rebuild_and_config(rows: &mut Vec<Row>, n: usize, reps: usize) {
             unit: "total",
             ferrolb_ns: ferrolb,
             reference_ns: Some(reference),
+            metallb_ns: None,
         },
     );
     let ferrolb = measure(reps, || {
@@ -556,6 +835,7 @@ fn bench_rebuild_and_config(rows: &mut Vec<Row>, n: usize, reps: usize) {
             unit: "total",
             ferrolb_ns: ferrolb,
             reference_ns: Some(reference),
+            metallb_ns: None,
         },
     );
 }
@@ -593,8 +873,8 @@ fn main() {
         if smoke { "smoke" } else { "full" }
     );
     eprintln!(
-        "{:<34} {:>7} {:>9} {:>14} {:>16} {:>10}",
-        "case", "n", "unit", "ferrolb", "reference", "ratio"
+        "{:<34} {:>7} {:>9} {:>14} {:>16} {:>10} {:>16} {:>10}",
+        "case", "n", "unit", "ferrolb", "reference", "ratio", "metallb-like", "ratio"
     );
     // `FERROLB_BENCH_LAYOUT=/64`: only the layouts whose name contains this (and no rebuild or
     // config cases), e.g. to profile one case; `FERROLB_BENCH_LAYOUT=rebuild`: only the rebuild

@@ -116,6 +116,12 @@ pub struct PoolIndex {
 }
 
 /// Index of a family in per-family arrays.
+/// [`is_buggy_ip`] of the address of `family` whose value ([`to_u128`]) is `v`: an IPv4 address
+/// ending in .0 or .255.
+fn is_buggy_value(family: IpFamily, v: u128) -> bool {
+    family == IpFamily::V4 && matches!(v & 0xff, 0 | 0xff)
+}
+
 pub(crate) fn fam_idx(f: IpFamily) -> usize {
     match f {
         IpFamily::V4 => 0,
@@ -231,8 +237,7 @@ impl PoolIndex {
 
     /// [`PoolIndex::take`] of the address of `fam` whose value ([`to_u128`]) is `v`.
     pub(crate) fn take_value(&mut self, fam: IpFamily, v: u128) -> bool {
-        // `is_buggy_ip` on the value: an IPv4 address ending in .0 or .255.
-        if self.avoid_buggy && fam == IpFamily::V4 && matches!(v & 0xff, 0 | 0xff) {
+        if self.avoid_buggy && is_buggy_value(fam, v) {
             return false;
         }
         let taken = self
@@ -279,11 +284,10 @@ impl PoolIndex {
         if !self.has_free(family) {
             return None;
         }
-        // `is_buggy_ip` on the value: an IPv4 address ending in .0 or .255.
-        let avoid = self.avoid_buggy && family == IpFamily::V4;
+        let avoid = self.avoid_buggy;
         for r in self.ranges.iter_mut().filter(|r| r.family == family) {
             while let Some(s) = r.lowest() {
-                if avoid && matches!(s & 0xff, 0 | 0xff) {
+                if avoid && is_buggy_value(family, s) {
                     r.take(s);
                     continue;
                 }
@@ -372,6 +376,15 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The value form of the buggy-address rule agrees with `is_buggy_ip`.
+        #[test]
+        fn buggy_values_are_buggy_ips(v4 in proptest::num::u32::ANY, v6 in proptest::num::u128::ANY) {
+            let a = IpAddr::V4(std::net::Ipv4Addr::from(v4));
+            proptest::prop_assert_eq!(is_buggy_value(IpFamily::V4, u128::from(v4)), is_buggy_ip(&a));
+            let b = IpAddr::V6(std::net::Ipv6Addr::from(v6));
+            proptest::prop_assert!(!is_buggy_value(IpFamily::V6, v6) && !is_buggy_ip(&b));
+        }
+
         /// The interval index agrees with a naive model: lowest free = lowest untaken non-buggy
         /// address; take/release keep `in_use` exact.
         #[test]
