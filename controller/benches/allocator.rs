@@ -289,21 +289,19 @@ impl Faithful {
     }
 
     /// The first pool whose ranges hold `ip` (MetalLB's `poolFor`: every pool, every range).
-    fn pool_for(&self, ip: &IpAddr) -> Option<&str> {
-        self.pools
-            .iter()
-            .find(|p| p.contains(ip))
-            .map(|p| p.name.as_str())
+    fn pool_for(&self, ip: &IpAddr) -> Option<usize> {
+        self.pools.iter().position(|p| p.contains(ip))
     }
 
     /// MetalLB's `Assign`: may `svc` have `ip`? If so, record it.
     fn assign(&mut self, svc: &str, ip: IpAddr, ports: &[(String, u16)]) -> Result<(), String> {
-        let Some(pool) = self.pool_for(&ip).map(str::to_string) else {
+        let Some(pool) = self.pool_for(&ip) else {
             return Err(format!("{ip:?} is not allowed in config"));
         };
         let key = FaithfulKey::default();
         if let Some(existing) = self.sharing_key_for_ip.get(&ip.to_string()) {
-            if sharing_ok(existing, &key).is_err() {
+            // MetalLB builds the error value, then looks at who else is on the address.
+            if black_box(sharing_ok(existing, &key)).is_err() {
                 let others: Vec<&str> = self
                     .services_on_ip
                     .get(&ip.to_string())
@@ -333,6 +331,7 @@ impl Faithful {
             }
         }
         self.release_svc(svc);
+        let pool = self.pools[pool].name.clone();
         let text = ip.to_string();
         self.sharing_key_for_ip.insert(text.clone(), key);
         let used = self.ports_in_use.entry(ip.to_string()).or_default();
