@@ -8,6 +8,7 @@
 //! Must not: do I/O, know about kube-rs types, or read clocks. The Kubernetes shell in `k8s/`
 //! calls these functions and carries out their results.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -78,10 +79,10 @@ impl ServiceEvent {
     }
 }
 
-/// Addresses as `a, b` for messages.
-pub fn join_ips(ips: &[IpAddr]) -> String {
-    ips.iter()
-        .map(|ip| ip.to_string())
+/// Addresses as `a, b` for messages (a slice of addresses or an [`Ips`](crate::allocator::Ips)).
+pub fn join_ips<T: Borrow<IpAddr>>(ips: impl IntoIterator<Item = T>) -> String {
+    ips.into_iter()
+        .map(|ip| ip.borrow().to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -214,7 +214,7 @@ impl Engine {
             }
             step.lines.push(match &o {
                 Outcome::Assigned(asg) => {
-                    format!("{key} -> {} ({})", join_ips(&asg.ips.to_vec()), asg.pool)
+                    format!("{key} -> {} ({})", join_ips(asg.ips), asg.pool)
                 }
                 Outcome::Failed(reason) => format!("{key}: allocation failed: {reason}"),
             });
@@ -233,7 +233,7 @@ impl Engine {
             if !sorted.any_served(k, a) {
                 if let Outcome::Assigned(asg) = o {
                     step.lines
-                        .push(format!("{k} released {}", join_ips(&asg.ips.to_vec())));
+                        .push(format!("{k} released {}", join_ips(asg.ips)));
                     changed = true;
                 }
                 gone.push(k.clone());
@@ -413,7 +413,7 @@ mod tests {
         assert_eq!(services, vec![b, svc("a")]);
         let held: Vec<(String, String)> = e
             .assigned()
-            .map(|(k, a)| (k.to_string(), join_ips(&a.ips.to_vec())))
+            .map(|(k, a)| (k.to_string(), join_ips(a.ips)))
             .collect();
         assert_eq!(
             held,
@@ -541,7 +541,7 @@ mod tests {
                 if self.reported.get(k) != Some(o) {
                     step.lines.push(match o {
                         Outcome::Assigned(asg) => {
-                            format!("{k} -> {} ({})", join_ips(&asg.ips.to_vec()), asg.pool)
+                            format!("{k} -> {} ({})", join_ips(asg.ips), asg.pool)
                         }
                         Outcome::Failed(reason) => format!("{k}: allocation failed: {reason}"),
                     });
@@ -551,7 +551,7 @@ mod tests {
                 if !now.contains_key(k) {
                     if let Outcome::Assigned(asg) = o {
                         step.lines
-                            .push(format!("{k} released {}", join_ips(&asg.ips.to_vec())));
+                            .push(format!("{k} released {}", join_ips(asg.ips)));
                     }
                 }
             }

@@ -5,11 +5,11 @@
 //! Must not: know about pools' contents, Services or sharing; these are plain values.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use ferrolb_config::addr::to_u128;
+use ferrolb_config::addr::{from_u128, to_u128};
 use ferrolb_config::IpFamily;
 
 /// The addresses a Service holds and the pool they come from.
@@ -91,10 +91,7 @@ impl Ips {
     /// Address `n`, if there is one.
     pub fn get(&self, n: usize) -> Option<IpAddr> {
         let (family, v) = self.value(n)?;
-        Some(match family {
-            IpFamily::V4 => IpAddr::V4(Ipv4Addr::from(v as u32)),
-            IpFamily::V6 => IpAddr::V6(Ipv6Addr::from(v)),
-        })
+        from_u128(family, v)
     }
 
     /// The first address, if any.
