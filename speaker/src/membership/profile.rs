@@ -356,9 +356,10 @@ mod tests {
 
     /// Issue 7: failover <= 300 ms with tuned settings. A silent peer (link down: the TCP
     /// fallback waits its whole timeout) is declared dead within 250 ms even in the worst case
-    /// for 3 members, leaving room for the announcement and the client's next try, while one lost probe alone cannot do it: suspicion needs the direct ack,
-    /// the indirect probe and the TCP ping to fail, and then lasts long enough (100 ms, five
-    /// gossip rounds) for the accused to refute.
+    /// for 3 members, leaving room for the announcement and the client's next try. One lost
+    /// probe alone cannot do it: suspicion needs the direct ack, the indirect probe and the TCP
+    /// ping to fail, and then lasts long enough (100 ms, five gossip rounds) for the accused to
+    /// refute.
     #[test]
     fn tuned_profile_detects_a_silent_peer_within_300_ms() {
         let t = Timers::of(Profile::Tuned);
