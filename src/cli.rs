@@ -91,7 +91,7 @@ pub struct ControllerArgs {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
     /// The spec.loadBalancerClass ferrolb serves, besides Services without a class.
-    #[arg(long, default_value = "ferrolb")]
+    #[arg(long, default_value = ferrolb_config::service::DEFAULT_CLASS)]
     pub load_balancer_class: String,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:7472")]
@@ -116,7 +116,7 @@ pub struct StandaloneArgs {
     #[arg(long, default_value = "ferrolb-state.json")]
     pub state: PathBuf,
     /// The spec.loadBalancerClass served, besides Services without a class.
-    #[arg(long = "class", default_value = "ferrolb")]
+    #[arg(long = "class", default_value = ferrolb_config::service::DEFAULT_CLASS)]
     pub load_balancer_class: String,
     /// Memberlist bind address (UDP + TCP), e.g. `192.0.2.11:7946`; without it membership is
     /// off and this node counts only itself as alive.
@@ -156,7 +156,7 @@ pub struct SpeakerArgs {
     #[arg(long, default_value = "config")]
     pub config_map: String,
     /// The spec.loadBalancerClass served, besides Services without a class.
-    #[arg(long, default_value = "ferrolb")]
+    #[arg(long, default_value = ferrolb_config::service::DEFAULT_CLASS)]
     pub load_balancer_class: String,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:7473")]

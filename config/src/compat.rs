@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::model::Config;
-use crate::service::{ServiceKey, ServiceView};
+use crate::service::{is_ours, ServiceKey, ServiceView};
 
 /// One held address that the configuration would no longer allow.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -65,17 +65,27 @@ pub fn why_broken(config: &Config, ip: &IpAddr) -> Option<String> {
     })
 }
 
-/// The addresses Services hold: `status.loadBalancer.ingress` IPs of `LoadBalancer` Services
-/// that `serves` says are ours.
-pub fn held_addresses(
-    services: &[ServiceView],
-    serves: impl Fn(&ServiceView) -> bool,
+/// The addresses Services hold: `status.loadBalancer.ingress` IPs of the Services ferrolb
+/// serves under `our_class` ([`is_ours`]).
+pub fn held_addresses<'a>(
+    services: impl IntoIterator<Item = &'a ServiceView>,
+    our_class: &str,
 ) -> Vec<(ServiceKey, IpAddr)> {
     services
-        .iter()
-        .filter(|s| s.is_load_balancer && serves(s))
+        .into_iter()
+        .filter(|s| is_ours(s, our_class))
         .flat_map(|s| s.ingress_ips.iter().map(|ip| (s.key.clone(), *ip)))
         .collect()
+}
+
+/// The addresses that `candidate` would no longer allow among the Services ferrolb serves
+/// under `our_class`: [`breaking`] over their [`held_addresses`].
+pub fn breakages_of<'a>(
+    candidate: &Config,
+    our_class: &str,
+    services: impl IntoIterator<Item = &'a ServiceView>,
+) -> Vec<Breakage> {
+    breaking(candidate, &held_addresses(services, our_class))
 }
 
 #[cfg(test)]
@@ -157,7 +167,7 @@ mod tests {
         let mut c = ServiceView::new_load_balancer(key("c"));
         c.load_balancer_class = Some("other".into());
         c.ingress_ips = vec![ip("192.0.2.3")];
-        let held = held_addresses(&[a, b, c], |s| s.load_balancer_class.is_none());
+        let held = held_addresses(&[a, b, c], crate::service::DEFAULT_CLASS);
         assert_eq!(
             held,
             vec![(key("a"), ip("192.0.2.1")), (key("a"), ip("2001:db8::1"))]

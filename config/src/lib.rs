@@ -24,7 +24,7 @@ mod validate;
 mod yamlx;
 
 pub use addr::{IpFamily, IpRange};
-pub use compat::{breaking, Breakage};
+pub use compat::{breakages_of, breaking, Breakage};
 pub use errors::{ConfigError, ConfigErrors};
 pub use forms::InputForm;
 pub use model::{
@@ -32,4 +32,4 @@ pub use model::{
     Protocol, SelectorOperator,
 };
 pub use parse::{parse, parse_with_form};
-pub use service::{IpFamilyPolicy, ServiceKey, ServicePort, ServiceView, TrafficPolicy};
+pub use service::{is_ours, IpFamilyPolicy, ServiceKey, ServicePort, ServiceView, TrafficPolicy};

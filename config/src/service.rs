@@ -112,9 +112,43 @@ impl ServiceView {
     }
 }
 
+/// The `spec.loadBalancerClass` ferrolb serves unless told otherwise (besides Services with no
+/// class).
+pub const DEFAULT_CLASS: &str = "ferrolb";
+
+/// True when ferrolb serves this Service: `type: LoadBalancer` and either no
+/// `spec.loadBalancerClass` or exactly `our_class`. The one copy of this rule: the allocator,
+/// the planner, the speaker's World and `config check` all ask it.
+pub fn is_ours(view: &ServiceView, our_class: &str) -> bool {
+    view.is_load_balancer
+        && view
+            .load_balancer_class
+            .as_deref()
+            .is_none_or(|c| c == our_class)
+}
+
 /// Annotation names MetalLB users already use.
 pub mod annotations {
     pub const ADDRESS_POOL: &str = "metallb.universe.tf/address-pool";
     pub const LOAD_BALANCER_IPS: &str = "metallb.universe.tf/loadBalancerIPs";
     pub const ALLOW_SHARED_IP: &str = "metallb.universe.tf/allow-shared-ip";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_filtering() {
+        let mut v = ServiceView::new_load_balancer(ServiceKey::new("ns", "a"));
+        assert!(is_ours(&v, DEFAULT_CLASS));
+        v.load_balancer_class = Some(DEFAULT_CLASS.into());
+        assert!(is_ours(&v, DEFAULT_CLASS));
+        v.load_balancer_class = Some("other.example/lb".into());
+        assert!(!is_ours(&v, DEFAULT_CLASS));
+        assert!(is_ours(&v, "other.example/lb"));
+        v.load_balancer_class = None;
+        v.is_load_balancer = false;
+        assert!(!is_ours(&v, DEFAULT_CLASS));
+    }
 }

@@ -218,7 +218,7 @@ fn kubectl_get_svc_output_reads_and_checks() {
     assert_eq!(svcs[2].ports[0].protocol, "UDP");
     assert!(svcs[2].ingress_ips.is_empty());
 
-    let held = held_addresses(&svcs, |s| s.load_balancer_class.is_none());
+    let held = held_addresses(&svcs, ferrolb_config::service::DEFAULT_CLASS);
     assert_eq!(held.len(), 2);
     let v4_only =
         parse("address-pools:\n- {name: a, protocol: bgp, addresses: [198.51.100.0/24]}\n")

@@ -220,7 +220,7 @@ impl<M> Planner<M> {
     /// The addresses `candidate` would no longer allow among the Services ferrolb serves, by their
     /// current status (what users and the speakers see).
     pub fn breakages(&self, candidate: &Config) -> Vec<Breakage> {
-        crate::reconcile::breakages_of(candidate, &self.class, self.views())
+        ferrolb_config::breakages_of(candidate, &self.class, self.views())
     }
 
     /// Plan the Services that need it under `config` (the configuration in force) and return

@@ -14,15 +14,7 @@ use std::net::IpAddr;
 
 use ferrolb_config::{Config, ServiceKey, ServiceView};
 
-/// True when ferrolb serves this Service: `type: LoadBalancer` and either no
-/// `spec.loadBalancerClass` or exactly `our_class`.
-pub fn is_ours(view: &ServiceView, our_class: &str) -> bool {
-    view.is_load_balancer
-        && view
-            .load_balancer_class
-            .as_deref()
-            .is_none_or(|c| c == our_class)
-}
+pub use ferrolb_config::is_ours;
 
 /// What the allocator concluded for one Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,26 +141,6 @@ pub fn decide(
 
 /// A Service address that a candidate configuration would no longer allow.
 pub use ferrolb_config::Breakage;
-
-/// The addresses that `candidate` would no longer allow, among the Services ferrolb serves
-/// (the config crate's compatibility check over the held addresses).
-pub fn breakages(candidate: &Config, our_class: &str, services: &[ServiceView]) -> Vec<Breakage> {
-    breakages_of(candidate, our_class, services)
-}
-
-/// [`breakages`] over any sequence of Services (the controller keeps them in a map).
-pub fn breakages_of<'a>(
-    candidate: &Config,
-    our_class: &str,
-    services: impl IntoIterator<Item = &'a ServiceView>,
-) -> Vec<Breakage> {
-    let held: Vec<(ServiceKey, IpAddr)> = services
-        .into_iter()
-        .filter(|v| is_ours(v, our_class))
-        .flat_map(|v| v.ingress_ips.iter().map(|ip| (v.key.clone(), *ip)))
-        .collect();
-    ferrolb_config::breaking(candidate, &held)
-}
 
 /// What the controller must do about its configuration after [`ConfigGate::evaluate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,19 +270,6 @@ mod tests {
     }
 
     #[test]
-    fn class_filtering() {
-        let mut v = lb("a");
-        assert!(is_ours(&v, "ferrolb"));
-        v.load_balancer_class = Some("ferrolb".into());
-        assert!(is_ours(&v, "ferrolb"));
-        v.load_balancer_class = Some("other.example/lb".into());
-        assert!(!is_ours(&v, "ferrolb"));
-        v.load_balancer_class = None;
-        v.is_load_balancer = false;
-        assert!(!is_ours(&v, "ferrolb"));
-    }
-
-    #[test]
     fn new_assignment_sets_status_and_emits_ip_allocated() {
         let v = lb("a");
         let a = Allocation::Assigned {
@@ -412,7 +371,11 @@ mod tests {
         foreign.load_balancer_class = Some("other".into());
         foreign.ingress_ips = vec![ip("203.0.113.1")];
         let views = [inside, outside, buggy, foreign];
-        let b = breakages(&pool_config("192.0.2.0", "192.0.2.255"), "ferrolb", &views);
+        let b = ferrolb_config::breakages_of(
+            &pool_config("192.0.2.0", "192.0.2.255"),
+            "ferrolb",
+            &views,
+        );
         let got: Vec<(String, IpAddr)> = b.iter().map(|b| (b.service.name.clone(), b.ip)).collect();
         assert_eq!(
             got,

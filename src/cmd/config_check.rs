@@ -8,15 +8,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ferrolb_config::compat::held_addresses;
-use ferrolb_config::service::parse_services;
+use ferrolb_config::service::{parse_services, DEFAULT_CLASS};
 use ferrolb_config::{
     breaking, parse_with_form, Breakage, Config, ConfigError, InputForm, IpRange, Protocol,
 };
 
 use crate::cli::{ConfigCheckArgs, OutputFormat};
-
-/// The `spec.loadBalancerClass` ferrolb serves by default (besides Services without a class).
-const OUR_CLASS: &str = "ferrolb";
 
 pub fn run(args: &ConfigCheckArgs) -> ExitCode {
     if args.path.as_os_str() == "-" && args.services.as_deref() == Some(Path::new("-")) {
@@ -71,11 +68,7 @@ pub fn run(args: &ConfigCheckArgs) -> ExitCode {
             let (checked, held, breakages) = match &services {
                 None => (None, 0, Vec::new()),
                 Some(svcs) => {
-                    let held = held_addresses(svcs, |s| {
-                        s.load_balancer_class
-                            .as_deref()
-                            .is_none_or(|c| c == OUR_CLASS)
-                    });
+                    let held = held_addresses(svcs, DEFAULT_CLASS);
                     (Some(svcs.len()), held.len(), breaking(&config, &held))
                 }
             };

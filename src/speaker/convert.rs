@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
+use ferrolb_config::is_ours;
 use ferrolb_config::{Config, ServiceKey, ServiceView};
 #[cfg(test)]
 use ferrolb_controller::k8s::convert::service_view;
 use ferrolb_controller::k8s::convert::ServiceMeta;
-use ferrolb_controller::reconcile::is_ours;
 use ferrolb_speaker::layer2::election::elections;
 use ferrolb_speaker::world::{AssignedService, NodeInfo, Readiness, World};
 use k8s_openapi::api::core::v1::{

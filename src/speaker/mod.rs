@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_config::ServiceKey;
-use ferrolb_controller::reconcile::{self, ConfigGate, ConfigVerdict};
+use ferrolb_controller::reconcile::{ConfigGate, ConfigVerdict};
 use ferrolb_speaker::membership::{MemberlistConfig, MemberlistMembership, Membership};
 use ferrolb_speaker::world::{Announcer, World};
 use futures::stream::BoxStream;
@@ -447,7 +447,7 @@ pub async fn run(
                 }
             }
             let views = || services.cache.items.values().map(|s| &s.view);
-            match gate.evaluate(|c| reconcile::breakages_of(c, &opts.class, views())) {
+            match gate.evaluate(|c| ferrolb_config::breakages_of(c, &opts.class, views())) {
                 ConfigVerdict::Unchanged => {}
                 ConfigVerdict::Loaded => {
                     info!(config_map = %opts.config_map, "configuration loaded")
