@@ -13,6 +13,7 @@ pub mod compat;
 mod duration;
 pub mod errors;
 pub mod forms;
+pub mod gate;
 mod labels;
 pub mod manifests;
 pub mod model;
@@ -27,6 +28,7 @@ pub use addr::{IpFamily, IpRange};
 pub use compat::{breakages_of, breaking, Breakage};
 pub use errors::{ConfigError, ConfigErrors};
 pub use forms::InputForm;
+pub use gate::{ConfigGate, ConfigVerdict, Refusal, RefusalCause};
 pub use model::{
     BfdProfile, BgpAdvertisement, Community, Config, MatchExpression, NodeSelector, Peer, Pool,
     Protocol, SelectorOperator,

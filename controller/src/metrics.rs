@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+pub use ferrolb_runtime::config::ClientMetrics;
 
 /// Label set `{pool="..."}`.
 pub type PoolLabels = Vec<(String, String)>;
@@ -20,12 +21,8 @@ pub struct ControllerMetrics {
     pub addresses_in_use: Family<PoolLabels, Gauge>,
     /// `metallb_allocator_addresses_total{pool}`: usable addresses in the pool.
     pub addresses_total: Family<PoolLabels, Gauge>,
-    /// `metallb_k8s_client_config_loaded_bool`: 1 once a configuration is in force.
-    pub config_loaded: Gauge,
-    /// `metallb_k8s_client_config_stale_bool`: 1 while the newest configuration is refused.
-    pub config_stale: Gauge,
-    /// `metallb_k8s_client_updates_total`: Service and ConfigMap updates processed.
-    pub updates: Counter,
+    /// `metallb_k8s_client_*`: configuration loaded/stale, updates processed.
+    pub client: ClientMetrics,
     /// `ferrolb_controller_leader_bool`: 1 while this replica holds the lease.
     pub leader: Gauge,
 }
@@ -33,7 +30,10 @@ pub struct ControllerMetrics {
 impl ControllerMetrics {
     /// Create the metrics and register them.
     pub fn register(registry: &mut Registry) -> ControllerMetrics {
-        let m = ControllerMetrics::default();
+        let m = ControllerMetrics {
+            client: ClientMetrics::register(registry),
+            ..ControllerMetrics::default()
+        };
         registry.register(
             "metallb_allocator_addresses_in_use_total",
             "Number of IP addresses in use, per pool",
@@ -43,22 +43,6 @@ impl ControllerMetrics {
             "metallb_allocator_addresses_total",
             "Number of usable IP addresses, per pool",
             m.addresses_total.clone(),
-        );
-        registry.register(
-            "metallb_k8s_client_config_loaded_bool",
-            "1 if the configuration was loaded at least once",
-            m.config_loaded.clone(),
-        );
-        registry.register(
-            "metallb_k8s_client_config_stale_bool",
-            "1 if running on a stale configuration, because the latest one was refused",
-            m.config_stale.clone(),
-        );
-        // The client appends `_total` to counters.
-        registry.register(
-            "metallb_k8s_client_updates",
-            "Number of Kubernetes object updates processed",
-            m.updates.clone(),
         );
         registry.register(
             "ferrolb_controller_leader_bool",
@@ -94,8 +78,8 @@ mod tests {
     fn exports_metallb_names() {
         let mut registry = Registry::default();
         let m = ControllerMetrics::register(&mut registry);
-        m.config_stale.set(1);
-        m.updates.inc();
+        m.client.config_stale.set(1);
+        m.client.updates.inc();
         m.set_pools(&BTreeMap::from([("default".to_string(), (2, 1u128 << 64))]));
         let mut out = String::new();
         encode(&mut out, &registry).unwrap();

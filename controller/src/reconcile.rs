@@ -1,9 +1,8 @@
 //! Pure reconcile decisions of the Kubernetes controller.
 //!
 //! Given what a Service looks like and what the allocator says about it, [`decide`] returns the
-//! status to write and the Event to emit. [`ConfigGate`] decides whether a new configuration is
-//! loaded or refused (breaking / unparsable) and what to report. [`is_ours`] filters Services by
-//! type and `spec.loadBalancerClass`.
+//! status to write and the Event to emit. (Whether a new configuration is loaded is the config
+//! gate's decision, `ferrolb_config::gate`; which Services are ours is `ferrolb_config::is_ours`.)
 //!
 //! Must not: do I/O, know about kube-rs types, or read clocks. The Kubernetes shell in `k8s/`
 //! calls these functions and carries out their results.
@@ -12,8 +11,9 @@ use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ferrolb_config::{Config, ServiceKey, ServiceView};
+use ferrolb_config::{ServiceKey, ServiceView};
 
+// Re-exported while the allocator still imports it from here.
 pub use ferrolb_config::is_ours;
 
 /// What the allocator concluded for one Service.
@@ -139,106 +139,6 @@ pub fn decide(
     }
 }
 
-/// A Service address that a candidate configuration would no longer allow.
-pub use ferrolb_config::Breakage;
-
-/// What the controller must do about its configuration after [`ConfigGate::evaluate`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigVerdict {
-    /// Nothing new to consider.
-    Unchanged,
-    /// The candidate is now in force.
-    Loaded,
-    /// The candidate would break these addresses; the old config stays. `first_report` is true
-    /// the first time this exact refusal is seen (log and Event only then).
-    RefusedBreaking {
-        breakages: Vec<Breakage>,
-        first_report: bool,
-    },
-    /// The candidate does not parse; the old config stays, no retry until the ConfigMap changes.
-    RefusedUnparsable { error: String, first_report: bool },
-}
-
-/// The configuration in force and the newest one seen in the ConfigMap.
-#[derive(Debug, Default)]
-pub struct ConfigGate {
-    active: Option<Config>,
-    candidate: Option<Result<Config, String>>,
-    last_refusal: Option<String>,
-}
-
-impl ConfigGate {
-    /// The configuration in force, if any was ever loaded.
-    pub fn active(&self) -> Option<&Config> {
-        self.active.as_ref()
-    }
-
-    /// True while the newest configuration is refused.
-    pub fn is_stale(&self) -> bool {
-        self.candidate.is_some()
-    }
-
-    /// The ConfigMap changed: `parsed` is its parsed `data.config` (or the parse error).
-    pub fn offer(&mut self, parsed: Result<Config, String>) {
-        if let (Ok(new), Some(active)) = (&parsed, &self.active) {
-            if new == active {
-                self.candidate = None;
-                self.last_refusal = None;
-                return;
-            }
-        }
-        self.candidate = Some(parsed);
-        self.last_refusal = None;
-    }
-
-    /// Try to load the candidate. `breakages` computes, for a candidate config, the addresses it
-    /// would break among the Services as they are now. With no config in force (a fresh start)
-    /// any parsable candidate loads: the controller then re-assigns the Services that no longer fit.
-    pub fn evaluate(&mut self, breakages: impl Fn(&Config) -> Vec<Breakage>) -> ConfigVerdict {
-        let Some(candidate) = self.candidate.take() else {
-            return ConfigVerdict::Unchanged;
-        };
-        match candidate {
-            Err(error) => {
-                let first_report = self.last_refusal.as_deref() != Some(error.as_str());
-                self.last_refusal = Some(error.clone());
-                self.candidate = Some(Err(error.clone()));
-                ConfigVerdict::RefusedUnparsable {
-                    error,
-                    first_report,
-                }
-            }
-            Ok(config) => {
-                let mut broken = if self.active.is_some() {
-                    breakages(&config)
-                } else {
-                    Vec::new()
-                };
-                if broken.is_empty() {
-                    self.active = Some(config);
-                    self.last_refusal = None;
-                    return ConfigVerdict::Loaded;
-                }
-                broken.sort();
-                let summary = format!("{broken:?}");
-                let first_report = self.last_refusal.as_deref() != Some(summary.as_str());
-                self.last_refusal = Some(summary);
-                self.candidate = Some(Ok(config));
-                ConfigVerdict::RefusedBreaking {
-                    breakages: broken,
-                    first_report,
-                }
-            }
-        }
-    }
-
-    /// True when evaluating again could change the verdict (a breaking candidate is retried when
-    /// Services change; an unparsable one only when the ConfigMap changes).
-    pub fn retry_on_service_change(&self) -> bool {
-        matches!(self.candidate, Some(Ok(_)))
-    }
-}
-
 /// The allocator's verdict for every Service, and pool usage for the metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -258,15 +158,6 @@ mod tests {
 
     fn lb(name: &str) -> ServiceView {
         ServiceView::new_load_balancer(ServiceKey::new("ns", name))
-    }
-
-    fn config(n: usize) -> Config {
-        let mut c = Config::default();
-        c.communities.insert(
-            format!("c{n}"),
-            ferrolb_config::Community(u32::try_from(n).unwrap()),
-        );
-        c
     }
 
     #[test]
@@ -345,8 +236,8 @@ mod tests {
         );
     }
 
-    fn pool_config(first: &str, last: &str) -> Config {
-        let mut c = Config::default();
+    fn pool_config(first: &str, last: &str) -> ferrolb_config::Config {
+        let mut c = ferrolb_config::Config::default();
         c.pools.push(ferrolb_config::Pool {
             name: "p".into(),
             protocol: ferrolb_config::Protocol::Layer2,
@@ -385,88 +276,5 @@ mod tests {
             ],
             "avoid-buggy-ips excludes .0; other classes are not ours"
         );
-    }
-
-    #[test]
-    fn first_config_loads_even_if_it_would_break() {
-        let mut g = ConfigGate::default();
-        assert_eq!(g.evaluate(|_| unreachable!()), ConfigVerdict::Unchanged);
-        g.offer(Ok(config(1)));
-        assert!(g.is_stale());
-        let verdict = g.evaluate(|_| {
-            vec![Breakage {
-                service: ServiceKey::new("ns", "a"),
-                ip: ip("192.0.2.1"),
-                reason: "x".into(),
-            }]
-        });
-        assert_eq!(verdict, ConfigVerdict::Loaded);
-        assert_eq!(g.active(), Some(&config(1)));
-        assert!(!g.is_stale());
-    }
-
-    #[test]
-    fn breaking_config_is_refused_reported_once_and_retried() {
-        let mut g = ConfigGate::default();
-        g.offer(Ok(config(1)));
-        assert_eq!(g.evaluate(|_| Vec::new()), ConfigVerdict::Loaded);
-        g.offer(Ok(config(2)));
-        let b = Breakage {
-            service: ServiceKey::new("ns", "a"),
-            ip: ip("192.0.2.1"),
-            reason: "outside every pool".into(),
-        };
-        let v1 = g.evaluate(|_| vec![b.clone()]);
-        assert_eq!(
-            v1,
-            ConfigVerdict::RefusedBreaking {
-                breakages: vec![b.clone()],
-                first_report: true
-            }
-        );
-        assert!(g.is_stale());
-        assert!(g.retry_on_service_change());
-        assert_eq!(g.active(), Some(&config(1)), "old config stays");
-        let v2 = g.evaluate(|_| vec![b.clone()]);
-        assert_eq!(
-            v2,
-            ConfigVerdict::RefusedBreaking {
-                breakages: vec![b],
-                first_report: false
-            }
-        );
-        // The offending Service was deleted.
-        assert_eq!(g.evaluate(|_| Vec::new()), ConfigVerdict::Loaded);
-        assert_eq!(g.active(), Some(&config(2)));
-        assert!(!g.is_stale());
-    }
-
-    #[test]
-    fn unparsable_config_is_refused_without_retry() {
-        let mut g = ConfigGate::default();
-        g.offer(Ok(config(1)));
-        g.evaluate(|_| Vec::new());
-        g.offer(Err("address-pools[0].addresses[0]: bad".into()));
-        let v = g.evaluate(|_| Vec::new());
-        assert!(matches!(
-            v,
-            ConfigVerdict::RefusedUnparsable {
-                first_report: true,
-                ..
-            }
-        ));
-        assert!(!g.retry_on_service_change());
-        assert!(g.is_stale());
-        assert!(matches!(
-            g.evaluate(|_| Vec::new()),
-            ConfigVerdict::RefusedUnparsable {
-                first_report: false,
-                ..
-            }
-        ));
-        assert_eq!(g.active(), Some(&config(1)));
-        // Re-offering the config in force clears the staleness.
-        g.offer(Ok(config(1)));
-        assert!(!g.is_stale());
     }
 }

@@ -506,6 +506,7 @@ async fn unparsable_config_is_refused_and_old_one_kept() -> anyhow::Result<()> {
     ctl.wait_ready().await?;
     create_lb(&client, ns, "a", Svc::default()).await?;
     assert_eq!(wait_ingress(&client, ns, "a").await?, vec!["192.0.2.60"]);
+    // Two problems: the Event and the log name each with its field path.
     apply_config(
         &client,
         ns,
@@ -514,8 +515,23 @@ async fn unparsable_config_is_refused_and_old_one_kept() -> anyhow::Result<()> {
     .await?;
     let ev = wait_event(&client, ns, "config", "ConfigStale").await?;
     assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    let note = ev.note.unwrap_or_default();
+    for path in [
+        "address-pools[0].protocol",
+        "address-pools[0].addresses[0] = \"not-an-ip\"",
+    ] {
+        assert!(note.contains(path), "Event note names {path}: {note}");
+    }
     ctl.wait_metric("metallb_k8s_client_config_stale_bool", 1.0)
         .await?;
+    let log = std::fs::read_to_string(&ctl.log)?;
+    for path in ["address-pools[0].protocol", "address-pools[0].addresses[0]"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("new configuration refused") && l.contains(path)),
+            "a log line names {path}:\n{log}"
+        );
+    }
     create_lb(&client, ns, "b", Svc::default()).await?;
     assert_eq!(wait_ingress(&client, ns, "b").await?, vec!["192.0.2.61"]);
     assert_eq!(ingress(&client, ns, "a").await?, vec!["192.0.2.60"]);

@@ -12,7 +12,8 @@ use tracing::{error, info};
 use super::controller::{init_tracing, kube_client, shutdown_signal};
 use super::http;
 use crate::cli::SpeakerArgs;
-use crate::speaker::{self, Options, SpeakerMetrics};
+use crate::speaker::{self, Options};
+use ferrolb_runtime::config::ClientMetrics;
 
 pub fn run(args: &SpeakerArgs) -> ExitCode {
     init_tracing();
@@ -65,7 +66,7 @@ pub fn run(args: &SpeakerArgs) -> ExitCode {
 async fn run_async(args: &SpeakerArgs, opts: Options) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let mut registry = Registry::default();
-    let metrics = SpeakerMetrics::register(&mut registry);
+    let metrics = ClientMetrics::register(&mut registry);
     let announcers = crate::announce::announcers(&mut registry, &args.bgp_listen)?;
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(http::serve(

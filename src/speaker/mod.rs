@@ -31,8 +31,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrolb_config::ConfigGate;
 use ferrolb_config::ServiceKey;
-use ferrolb_controller::reconcile::{ConfigGate, ConfigVerdict};
+use ferrolb_runtime::config::{self as runtime, ClientMetrics};
 use ferrolb_speaker::membership::{MemberlistConfig, MemberlistMembership, Membership};
 use ferrolb_speaker::world::{Announcer, World};
 use futures::stream::BoxStream;
@@ -43,9 +44,6 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -68,39 +66,6 @@ pub struct Options {
     pub membership: Option<MemberlistConfig>,
     /// Also join the memberlist of every other Node's `InternalIP` at the bind port.
     pub join_from_nodes: bool,
-}
-
-/// The speaker's Kubernetes-side metrics (MetalLB's names).
-#[derive(Debug, Clone, Default)]
-pub struct SpeakerMetrics {
-    /// `metallb_k8s_client_config_loaded_bool`.
-    pub config_loaded: Gauge,
-    /// `metallb_k8s_client_config_stale_bool`.
-    pub config_stale: Gauge,
-    /// `metallb_k8s_client_updates_total`.
-    pub updates: Counter,
-}
-
-impl SpeakerMetrics {
-    pub fn register(registry: &mut Registry) -> SpeakerMetrics {
-        let m = SpeakerMetrics::default();
-        registry.register(
-            "metallb_k8s_client_config_loaded_bool",
-            "1 if the configuration was loaded at least once",
-            m.config_loaded.clone(),
-        );
-        registry.register(
-            "metallb_k8s_client_config_stale_bool",
-            "1 if running on a stale configuration, because the latest one was refused",
-            m.config_stale.clone(),
-        );
-        registry.register(
-            "metallb_k8s_client_updates",
-            "Number of Kubernetes object updates processed",
-            m.updates.clone(),
-        );
-        m
-    }
 }
 
 /// How long after the first watch event since the last rebuild the speaker rebuilds its state
@@ -246,7 +211,7 @@ impl<K: Resource, V> Watched<K, V> {
     }
 
     /// Handles what the stream produced; true when the cache changed.
-    fn on(&mut self, ev: Option<watcher::Result<Event<K>>>, metrics: &SpeakerMetrics) -> bool {
+    fn on(&mut self, ev: Option<watcher::Result<Event<K>>>, metrics: &ClientMetrics) -> bool {
         match ev {
             Some(Ok(ev)) => {
                 metrics.updates.inc();
@@ -274,21 +239,12 @@ impl<K: Resource, V> Watched<K, V> {
     }
 }
 
-/// `data.config` of the ConfigMap ("" when missing).
-fn config_text(cm: &ConfigMap) -> &str {
-    cm.data
-        .as_ref()
-        .and_then(|d| d.get("config"))
-        .map(String::as_str)
-        .unwrap_or("")
-}
-
 /// Runs until `shutdown` resolves, then leaves the membership and shuts the announcers down
 /// (BGP: withdraw + Cease). `ready` becomes true once every list has been read.
 pub async fn run(
     client: Client,
     opts: Options,
-    metrics: SpeakerMetrics,
+    metrics: ClientMetrics,
     ready: Arc<AtomicBool>,
     mut announcers: Vec<Box<dyn Announcer>>,
     shutdown: impl Future<Output = ()>,
@@ -321,6 +277,7 @@ pub async fn run(
         instance: Some(opts.node.clone()),
     };
     let mut gate = ConfigGate::default();
+    let source = format!("{}/{}", opts.namespace, opts.config_map);
     let mut config_dirty = false;
     let mut last_cm_text: Option<String> = None;
     let mut membership: Option<MemberlistMembership> = None;
@@ -380,7 +337,7 @@ pub async fn run(
             ev = config_maps.stream.next() => {
                 debounce.arm(Instant::now());
                 if config_maps.on(ev, &metrics) {
-                    let text = config_maps.cache.items.values().next().map(|cm| config_text(cm).to_string());
+                    let text = config_maps.cache.items.values().next().map(|cm| runtime::config_text(cm).to_string());
                     match text {
                         Some(t) if last_cm_text.as_ref() != Some(&t) => {
                             last_cm_text = Some(t);
@@ -441,42 +398,14 @@ pub async fn run(
         {
             if std::mem::take(&mut config_dirty) {
                 if let Some(t) = &last_cm_text {
-                    gate.offer(
-                        ferrolb_config::parse(t).map_err(|e| e.to_string().replace('\n', "; ")),
-                    );
+                    runtime::offer_text(&mut gate, t);
                 }
             }
             let views = || services.cache.items.values().map(|s| &s.view);
-            match gate.evaluate(|c| ferrolb_config::breakages_of(c, &opts.class, views())) {
-                ConfigVerdict::Unchanged => {}
-                ConfigVerdict::Loaded => {
-                    info!(config_map = %opts.config_map, "configuration loaded")
-                }
-                ConfigVerdict::RefusedBreaking {
-                    breakages,
-                    first_report,
-                } => {
-                    if first_report {
-                        for b in &breakages {
-                            warn!(service = %b.service, ip = %b.ip, reason = %b.reason,
-                                "new configuration refused: it would take this address away; old configuration stays in force");
-                        }
-                    }
-                }
-                ConfigVerdict::RefusedUnparsable {
-                    error,
-                    first_report,
-                } => {
-                    if first_report {
-                        warn!(config_map = %opts.config_map, error = %error,
-                            "new configuration refused: it does not parse; old configuration stays in force");
-                    }
-                }
-            }
-            metrics
-                .config_loaded
-                .set(i64::from(gate.active().is_some()));
-            metrics.config_stale.set(i64::from(gate.is_stale()));
+            let verdict = gate.evaluate(|c| ferrolb_config::breakages_of(c, &opts.class, views()));
+            // The controller publishes the Events about the configuration; speakers log.
+            let _ = runtime::report(&verdict, &source);
+            metrics.set_from(&gate);
         }
         let Some(config) = gate.active().cloned() else {
             continue;
@@ -667,7 +596,7 @@ mod tests {
         assert_eq!(c.items.len(), 2, "old contents in force during the re-list");
         c.apply(Event::InitDone);
         assert_eq!(c.items.keys().collect::<Vec<_>>(), vec!["metallb-system/b"]);
-        assert_eq!(config_text(&c.items["metallb-system/b"]), "3");
+        assert_eq!(runtime::config_text(&c.items["metallb-system/b"]), "3");
         assert!(c.apply(Event::Delete(cm("b", ""))));
         assert!(
             !c.apply(Event::Delete(cm("b", ""))),

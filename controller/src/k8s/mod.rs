@@ -37,8 +37,10 @@ use tracing::{debug, info, warn};
 
 use crate::incremental::Planner;
 use crate::metrics::ControllerMetrics;
-use crate::reconcile::{self, ConfigGate, ConfigVerdict, StatusChange};
+use crate::reconcile::{self, StatusChange};
 use convert::ServiceMeta;
+use ferrolb_config::ConfigGate;
+use ferrolb_runtime::config as runtime;
 
 pub use writer::FIELD_MANAGER;
 
@@ -323,7 +325,7 @@ impl State {
     }
 
     fn on_service_event(&mut self, ev: ServiceUpdate) -> bool {
-        self.metrics.updates.inc();
+        self.metrics.client.updates.inc();
         match ev {
             ServiceUpdate::ListStart => {
                 self.planner.start_list();
@@ -354,12 +356,13 @@ impl State {
     }
 
     fn on_config_event(&mut self, ev: Event<ConfigMap>) -> bool {
-        self.metrics.updates.inc();
+        self.metrics.client.updates.inc();
         match ev {
             Event::Init | Event::InitApply(_) if self.config_synced => false,
             Event::Init => false,
             Event::InitApply(cm) | Event::Apply(cm) => {
-                let changed = self.config_map.as_ref().map(config_text) != Some(config_text(&cm));
+                let changed = self.config_map.as_ref().map(runtime::config_text)
+                    != Some(runtime::config_text(&cm));
                 self.config_dirty |= changed;
                 self.config_map = Some(cm);
                 changed
@@ -385,72 +388,20 @@ impl State {
         if self.config_dirty {
             self.config_dirty = false;
             if let Some(cm) = &self.config_map {
-                let parsed = ferrolb_config::parse(config_text(cm))
-                    .map_err(|e| e.to_string().replace('\n', "; "));
-                self.gate.offer(parsed);
+                runtime::offer_text(&mut self.gate, runtime::config_text(cm));
             }
         } else if !self.gate.retry_on_service_change() {
             return;
         }
         let planner = &self.planner;
         let verdict = self.gate.evaluate(|candidate| planner.breakages(candidate));
-        let cm = self.config_map.clone();
-        match verdict {
-            ConfigVerdict::Unchanged => {}
-            ConfigVerdict::Loaded => {
-                info!(config_map = %self.opts.config_map, "configuration loaded");
-                if let Some(cm) = &cm {
-                    self.writer
-                        .config_event(cm, false, "ConfigLoaded", "Configuration loaded".into())
-                        .await;
-                }
-            }
-            ConfigVerdict::RefusedBreaking {
-                breakages,
-                first_report,
-            } => {
-                if first_report {
-                    for b in &breakages {
-                        warn!(service = %b.service, ip = %b.ip, reason = %b.reason,
-                            "new configuration refused: it would take this address away; old configuration stays in force");
-                    }
-                    if let Some(cm) = &cm {
-                        let list: Vec<String> = breakages
-                            .iter()
-                            .map(|b| format!("{} {} ({})", b.service, b.ip, b.reason))
-                            .collect();
-                        let note = format!(
-                            "New configuration refused, the previous one stays in force: it would break {}. Delete or change those Services, or restart the controller to re-assign them.",
-                            list.join("; ")
-                        );
-                        self.writer
-                            .config_event(cm, true, "ConfigStale", note)
-                            .await;
-                    }
-                }
-            }
-            ConfigVerdict::RefusedUnparsable {
-                error,
-                first_report,
-            } => {
-                if first_report {
-                    warn!(config_map = %self.opts.config_map, error = %error,
-                        "new configuration refused: it does not parse; old configuration stays in force");
-                    if let Some(cm) = &cm {
-                        let note = format!("New configuration refused, it does not parse: {error}");
-                        self.writer
-                            .config_event(cm, true, "ConfigStale", note)
-                            .await;
-                    }
-                }
-            }
+        let source = format!("{}/{}", self.opts.namespace, self.opts.config_map);
+        if let (Some(ev), Some(cm)) = (runtime::report(&verdict, &source), &self.config_map) {
+            self.writer
+                .config_event(cm, ev.warning, ev.reason, ev.note)
+                .await;
         }
-        self.metrics
-            .config_loaded
-            .set(i64::from(self.gate.active().is_some()));
-        self.metrics
-            .config_stale
-            .set(i64::from(self.gate.is_stale()));
+        self.metrics.client.set_from(&self.gate);
     }
 
     /// One planning pass. True when another pass should follow soon (a Service changed while
@@ -563,13 +514,4 @@ fn note_failure(
             last_failure.remove(key);
         }
     }
-}
-
-/// `data.config` of the ConfigMap ("" when missing).
-fn config_text(cm: &ConfigMap) -> &str {
-    cm.data
-        .as_ref()
-        .and_then(|d| d.get("config"))
-        .map(String::as_str)
-        .unwrap_or("")
 }
