@@ -9,14 +9,12 @@
 //! Must not: decide anything about the Services.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::addr::IpFamily;
 use crate::errors::{ConfigError, ConfigErrors};
-use crate::service::{IpFamilyPolicy, ServiceKey, ServicePort, ServiceView, TrafficPolicy};
+use crate::service::{ServiceFields, ServiceKey, ServiceView};
 use crate::yamlx::{describe, scalar_text, untag};
 
 /// Every Service in `text`, in input order.
@@ -157,77 +155,48 @@ fn service(doc: &Value) -> Result<ServiceView, String> {
         .unwrap_or_else(|| "default".to_string());
     let null = Value::Null;
     let spec = get(doc, "spec").unwrap_or(&null);
-    let ip_families = strings(get(spec, "ipFamilies"))
-        .iter()
-        .filter_map(|f| match f.as_str() {
-            "IPv4" => Some(IpFamily::V4),
-            "IPv6" => Some(IpFamily::V6),
-            _ => None,
-        })
-        .collect();
-    let ip_family_policy = match text(spec, "ipFamilyPolicy").as_deref() {
-        Some("PreferDualStack") => IpFamilyPolicy::PreferDualStack,
-        Some("RequireDualStack") => IpFamilyPolicy::RequireDualStack,
-        _ => IpFamilyPolicy::SingleStack,
-    };
-    let mut cluster_ip_texts = strings(get(spec, "clusterIPs"));
-    if cluster_ip_texts.is_empty() {
-        cluster_ip_texts.extend(text(spec, "clusterIP"));
-    }
-    let cluster_ips = cluster_ip_texts
-        .iter()
-        .filter_map(|s| s.parse::<IpAddr>().ok())
-        .collect();
     let ports = get(spec, "ports")
         .and_then(Value::as_sequence)
         .map(|ps| {
             ps.iter()
                 .filter_map(|p| {
-                    let port = get(p, "port")?
-                        .as_u64()
-                        .and_then(|n| u16::try_from(n).ok())?;
-                    Some(ServicePort {
-                        protocol: text(p, "protocol").unwrap_or_else(|| "TCP".to_string()),
-                        port,
-                    })
+                    let port = get(p, "port")?.as_i64()?;
+                    Some((text(p, "protocol"), port))
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let external_traffic_policy = match text(spec, "externalTrafficPolicy").as_deref() {
-        Some("Local") => TrafficPolicy::Local,
-        _ => TrafficPolicy::Cluster,
-    };
     let ingress_ips = get(doc, "status")
         .and_then(|s| get(s, "loadBalancer"))
         .and_then(|lb| get(lb, "ingress"))
         .and_then(Value::as_sequence)
-        .map(|ing| {
-            ing.iter()
-                .filter_map(|i| text(i, "ip")?.parse::<IpAddr>().ok())
-                .collect()
-        })
+        .map(|ing| ing.iter().filter_map(|i| text(i, "ip")).collect())
         .unwrap_or_default();
-    Ok(ServiceView {
+    Ok(ServiceFields {
         key: ServiceKey::new(namespace, name),
-        is_load_balancer: text(spec, "type").as_deref() == Some("LoadBalancer"),
-        load_balancer_class: text(spec, "loadBalancerClass").filter(|c| !c.is_empty()),
-        ip_families,
-        ip_family_policy,
-        cluster_ips,
-        load_balancer_ip: text(spec, "loadBalancerIP").filter(|s| !s.is_empty()),
+        type_: text(spec, "type"),
+        load_balancer_class: text(spec, "loadBalancerClass"),
+        ip_families: strings(get(spec, "ipFamilies")),
+        ip_family_policy: text(spec, "ipFamilyPolicy"),
+        cluster_ips: strings(get(spec, "clusterIPs")),
+        cluster_ip: text(spec, "clusterIP"),
+        load_balancer_ip: text(spec, "loadBalancerIP"),
         annotations: string_map(meta.and_then(|m| get(m, "annotations"))),
         labels: string_map(meta.and_then(|m| get(m, "labels"))),
         ports,
-        external_traffic_policy,
+        external_traffic_policy: text(spec, "externalTrafficPolicy"),
         selector: string_map(get(spec, "selector")),
         ingress_ips,
-    })
+    }
+    .into_view())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::IpFamily;
+    use crate::service::{IpFamilyPolicy, ServicePort, TrafficPolicy};
+    use std::net::IpAddr;
 
     const LIST: &str = r#"
 apiVersion: v1

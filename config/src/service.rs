@@ -17,7 +17,7 @@ use crate::addr::IpFamily;
 pub use crate::manifests::parse_services;
 
 /// `namespace/name` of a Service; ordered for stable output.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ServiceKey {
     pub namespace: String,
     pub name: String,
@@ -112,6 +112,114 @@ impl ServiceView {
     }
 }
 
+/// A Service's fields as a source reads them (strings as written, before any rule), which
+/// [`ServiceFields::into_view`] turns into a [`ServiceView`]. Every source fills one: the
+/// Kubernetes roles from k8s-openapi objects, standalone mode and `config check --services` from
+/// YAML manifests. The rules (family and policy names, the `clusterIP` fallback, the `TCP`
+/// default, empty strings meaning unset) are written here once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceFields {
+    pub key: ServiceKey,
+    /// `spec.type`.
+    pub type_: Option<String>,
+    /// `spec.loadBalancerClass`.
+    pub load_balancer_class: Option<String>,
+    /// `spec.ipFamilies`.
+    pub ip_families: Vec<String>,
+    /// `spec.ipFamilyPolicy`.
+    pub ip_family_policy: Option<String>,
+    /// `spec.clusterIPs`.
+    pub cluster_ips: Vec<String>,
+    /// `spec.clusterIP`, read when `clusterIPs` is empty.
+    pub cluster_ip: Option<String>,
+    /// `spec.loadBalancerIP`.
+    pub load_balancer_ip: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// `spec.ports[]`: `protocol` and `port` as written.
+    pub ports: Vec<(Option<String>, i64)>,
+    /// `spec.externalTrafficPolicy`.
+    pub external_traffic_policy: Option<String>,
+    /// `spec.selector`.
+    pub selector: BTreeMap<String, String>,
+    /// `status.loadBalancer.ingress[].ip`.
+    pub ingress_ips: Vec<String>,
+}
+
+impl ServiceFields {
+    /// The view: unknown family names and unparsable addresses are dropped, an empty class or
+    /// `loadBalancerIP` means none, a port outside 0..=65535 is dropped, a port without a
+    /// protocol is `TCP`, `clusterIP` stands in for an empty `clusterIPs`.
+    pub fn into_view(self) -> ServiceView {
+        let ServiceFields {
+            key,
+            type_,
+            load_balancer_class,
+            ip_families,
+            ip_family_policy,
+            cluster_ips,
+            cluster_ip,
+            load_balancer_ip,
+            annotations,
+            labels,
+            ports,
+            external_traffic_policy,
+            selector,
+            ingress_ips,
+        } = self;
+        let ip_families = ip_families
+            .iter()
+            .filter_map(|f| match f.as_str() {
+                "IPv4" => Some(IpFamily::V4),
+                "IPv6" => Some(IpFamily::V6),
+                _ => None,
+            })
+            .collect();
+        let ip_family_policy = match ip_family_policy.as_deref() {
+            Some("PreferDualStack") => IpFamilyPolicy::PreferDualStack,
+            Some("RequireDualStack") => IpFamilyPolicy::RequireDualStack,
+            _ => IpFamilyPolicy::SingleStack,
+        };
+        let cluster_ip_texts = if cluster_ips.is_empty() {
+            cluster_ip.into_iter().collect()
+        } else {
+            cluster_ips
+        };
+        let external_traffic_policy = match external_traffic_policy.as_deref() {
+            Some("Local") => TrafficPolicy::Local,
+            _ => TrafficPolicy::Cluster,
+        };
+        ServiceView {
+            key,
+            is_load_balancer: type_.as_deref() == Some("LoadBalancer"),
+            load_balancer_class: load_balancer_class.filter(|c| !c.is_empty()),
+            ip_families,
+            ip_family_policy,
+            cluster_ips: parse_ips(&cluster_ip_texts),
+            load_balancer_ip: load_balancer_ip.filter(|s| !s.is_empty()),
+            annotations,
+            labels,
+            ports: ports
+                .into_iter()
+                .filter_map(|(protocol, port)| {
+                    Some(ServicePort {
+                        protocol: protocol.unwrap_or_else(|| "TCP".to_string()),
+                        port: u16::try_from(port).ok()?,
+                    })
+                })
+                .collect(),
+            external_traffic_policy,
+            selector,
+            ingress_ips: parse_ips(&ingress_ips),
+        }
+    }
+}
+
+/// The texts that parse as addresses, in order.
+fn parse_ips(texts: &[String]) -> Vec<IpAddr> {
+    texts.iter().filter_map(|s| s.parse().ok()).collect()
+}
+
 /// The `spec.loadBalancerClass` ferrolb serves unless told otherwise (besides Services with no
 /// class).
 pub const DEFAULT_CLASS: &str = "ferrolb";
@@ -137,6 +245,66 @@ pub mod annotations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_become_a_view_by_the_documented_rules() {
+        let fields = ServiceFields {
+            key: ServiceKey::new("ns", "a"),
+            type_: Some("LoadBalancer".into()),
+            load_balancer_class: Some(String::new()),
+            ip_families: vec!["IPv6".into(), "IPv7".into(), "IPv4".into()],
+            ip_family_policy: Some("RequireDualStack".into()),
+            cluster_ip: Some("10.96.0.1".into()),
+            load_balancer_ip: Some(String::new()),
+            ports: vec![
+                (None, 80),
+                (Some("UDP".into()), 53),
+                (Some("TCP".into()), 70_000),
+            ],
+            external_traffic_policy: Some("Local".into()),
+            ingress_ips: vec!["192.0.2.1".into(), "not-an-ip".into()],
+            ..ServiceFields::default()
+        };
+        let v = fields.clone().into_view();
+        assert!(v.is_load_balancer);
+        assert_eq!(v.load_balancer_class, None, "empty class: none");
+        assert_eq!(v.ip_families, vec![IpFamily::V6, IpFamily::V4]);
+        assert_eq!(v.ip_family_policy, IpFamilyPolicy::RequireDualStack);
+        assert_eq!(
+            v.cluster_ips,
+            vec!["10.96.0.1".parse::<IpAddr>().unwrap()],
+            "clusterIP fallback"
+        );
+        assert_eq!(v.load_balancer_ip, None);
+        assert_eq!(
+            v.ports,
+            vec![
+                ServicePort {
+                    protocol: "TCP".into(),
+                    port: 80
+                },
+                ServicePort {
+                    protocol: "UDP".into(),
+                    port: 53
+                }
+            ]
+        );
+        assert_eq!(v.external_traffic_policy, TrafficPolicy::Local);
+        assert_eq!(v.ingress_ips, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        // clusterIPs win over clusterIP; unknown policies are the defaults.
+        let v = ServiceFields {
+            cluster_ips: vec!["fd00::1".into(), "None".into()],
+            ip_family_policy: Some("Whatever".into()),
+            external_traffic_policy: Some("Cluster".into()),
+            type_: Some("ClusterIP".into()),
+            ..fields
+        }
+        .into_view();
+        assert_eq!(v.cluster_ips, vec!["fd00::1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(v.ip_family_policy, IpFamilyPolicy::SingleStack);
+        assert_eq!(v.external_traffic_policy, TrafficPolicy::Cluster);
+        assert!(!v.is_load_balancer);
+    }
 
     #[test]
     fn class_filtering() {

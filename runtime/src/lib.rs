@@ -6,3 +6,4 @@
 //! crates), or know about ARP, BGP or the allocator.
 
 pub mod config;
+pub mod service;

@@ -11,9 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ferrolb_config::is_ours;
 use ferrolb_config::{Config, ServiceKey, ServiceView};
-#[cfg(test)]
-use ferrolb_controller::k8s::convert::service_view;
-use ferrolb_controller::k8s::convert::ServiceMeta;
+use ferrolb_runtime::service::{service_view, ServiceMeta};
 use ferrolb_speaker::layer2::election::elections;
 use ferrolb_speaker::world::{AssignedService, NodeInfo, Readiness, World};
 use k8s_openapi::api::core::v1::{
@@ -55,7 +53,7 @@ impl CachedService {
 /// `spec.type`, `spec.loadBalancerClass`, `spec.externalTrafficPolicy` and the ingress IPs of
 /// the status: [`assigned_views`], the announcers' elections and advertisements, the config
 /// gate's breakage check); the other fields of the view are empty. Those fields are converted
-/// by [`service_view`](ferrolb_controller::k8s::convert::service_view) itself, so they mean
+/// by [`service_view`](ferrolb_runtime::service::service_view) itself, so they mean
 /// what they mean to the controller.
 pub fn cached_service(svc: Service) -> CachedService {
     let Service {
@@ -87,7 +85,7 @@ pub fn cached_service(svc: Service) -> CachedService {
         status,
     };
     CachedService {
-        view: ferrolb_controller::k8s::convert::service_view(&small),
+        view: service_view(&small),
         meta,
     }
 }

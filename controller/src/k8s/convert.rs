@@ -1,65 +1,19 @@
-//! The one place where a k8s-openapi `Service` becomes a [`ServiceView`].
+//! What the controller keeps of a k8s-openapi `Service`: a compact [`ServiceView`] (read through
+//! `ferrolb_runtime::service`, where both roles read Services) and what it needs to write to it.
 //!
 //! Must not: decide anything. Unknown or malformed values are passed on raw (or dropped when they
 //! cannot be represented) so the allocator reports them.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-use ferrolb_config::{
-    IpFamily, IpFamilyPolicy, ServiceKey, ServicePort, ServiceView, TrafficPolicy,
-};
-use k8s_openapi::api::core::v1::{ObjectReference, Service, ServiceSpec, ServiceStatus};
+use ferrolb_config::{ServiceKey, ServiceView};
+use k8s_openapi::api::core::v1::Service;
 
-/// `namespace/name` of a Service object (empty strings when missing).
-pub fn service_key(svc: &Service) -> ServiceKey {
-    ServiceKey::new(
-        svc.metadata.namespace.clone().unwrap_or_default(),
-        svc.metadata.name.clone().unwrap_or_default(),
-    )
-}
-
-/// The view of a Service that the allocator and the reconcile decisions use.
-pub fn service_view(svc: &Service) -> ServiceView {
-    view_of(
-        service_key(svc),
-        svc.spec.clone().unwrap_or_default(),
-        svc.metadata.annotations.clone().unwrap_or_default(),
-        svc.metadata.labels.clone().unwrap_or_default(),
-        ingress_ips(svc),
-    )
-}
+pub use ferrolb_runtime::service::{service_key, service_view, ServiceMeta};
 
 /// Prefix of every annotation the allocator reads (`metallb.universe.tf/address-pool`,
 /// `.../loadBalancerIPs`, `.../allow-shared-ip`).
 pub const ALLOCATOR_ANNOTATION_PREFIX: &str = "metallb.universe.tf/";
-
-/// What the controller keeps of a Service, besides its view, to write to it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServiceMeta {
-    pub uid: Option<String>,
-    pub resource_version: Option<String>,
-}
-
-impl ServiceMeta {
-    /// `metadata.resourceVersion` as a number when it is one (etcd revisions are).
-    pub fn revision(&self) -> Option<u64> {
-        self.resource_version.as_deref()?.parse().ok()
-    }
-
-    /// The reference an Event about Service `key` points at (what `Resource::object_ref` gives).
-    pub fn object_ref(&self, key: &ServiceKey) -> ObjectReference {
-        ObjectReference {
-            api_version: Some("v1".to_string()),
-            kind: Some("Service".to_string()),
-            namespace: Some(key.namespace.clone()),
-            name: Some(key.name.clone()),
-            uid: self.uid.clone(),
-            resource_version: None,
-            field_path: None,
-        }
-    }
-}
 
 /// The controller's compact copy of a Service, taking the object apart instead of copying it:
 /// the view with only the annotations the allocator reads and no labels (the allocator reads
@@ -79,7 +33,6 @@ pub fn compact(svc: Service) -> (ServiceView, ServiceMeta) {
     );
     let mut annotations = metadata.annotations.unwrap_or_default();
     annotations.retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
-    let ingress = ingress_of(status.as_ref());
     let shares = annotations
         .get(ferrolb_config::service::annotations::ALLOW_SHARED_IP)
         .is_some_and(|k| !k.trim().is_empty());
@@ -88,7 +41,9 @@ pub fn compact(svc: Service) -> (ServiceView, ServiceMeta) {
         spec.ports = None;
         spec.selector = None;
     }
-    let view = view_of(key, spec, annotations, BTreeMap::new(), ingress);
+    let view =
+        ferrolb_runtime::service::fields(key, spec, annotations, BTreeMap::new(), status.as_ref())
+            .into_view();
     let meta = ServiceMeta {
         uid: metadata.uid,
         resource_version: metadata.resource_version,
@@ -96,95 +51,16 @@ pub fn compact(svc: Service) -> (ServiceView, ServiceMeta) {
     (view, meta)
 }
 
-fn view_of(
-    key: ServiceKey,
-    spec: ServiceSpec,
-    annotations: BTreeMap<String, String>,
-    labels: BTreeMap<String, String>,
-    ingress_ips: Vec<IpAddr>,
-) -> ServiceView {
-    let ip_families = spec
-        .ip_families
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|f| match f.as_str() {
-            "IPv4" => Some(IpFamily::V4),
-            "IPv6" => Some(IpFamily::V6),
-            _ => None,
-        })
-        .collect();
-    let ip_family_policy = match spec.ip_family_policy.as_deref() {
-        Some("PreferDualStack") => IpFamilyPolicy::PreferDualStack,
-        Some("RequireDualStack") => IpFamilyPolicy::RequireDualStack,
-        _ => IpFamilyPolicy::SingleStack,
-    };
-    let cluster_ips: Vec<IpAddr> = spec
-        .cluster_ips
-        .unwrap_or_else(|| spec.cluster_ip.into_iter().collect())
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    // From a borrowed list: collecting from `into_iter()` would reuse the k8s-openapi list's
-    // allocation (room for several full `ServicePort`s) for the small converted ones.
-    let ports = spec
-        .ports
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| {
-            Some(ServicePort {
-                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".to_string()),
-                port: u16::try_from(p.port).ok()?,
-            })
-        })
-        .collect();
-    let external_traffic_policy = match spec.external_traffic_policy.as_deref() {
-        Some("Local") => TrafficPolicy::Local,
-        _ => TrafficPolicy::Cluster,
-    };
-    ServiceView {
-        key,
-        is_load_balancer: spec.type_.as_deref() == Some("LoadBalancer"),
-        load_balancer_class: spec.load_balancer_class,
-        ip_families,
-        ip_family_policy,
-        cluster_ips,
-        load_balancer_ip: spec.load_balancer_ip.filter(|s| !s.is_empty()),
-        annotations,
-        labels,
-        ports,
-        external_traffic_policy,
-        selector: spec.selector.unwrap_or_default(),
-        ingress_ips,
-    }
-}
-
-/// `status.loadBalancer.ingress[].ip` that parse as addresses, in order.
-pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
-    ingress_of(svc.status.as_ref())
-}
-
-fn ingress_of(status: Option<&ServiceStatus>) -> Vec<IpAddr> {
-    status
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|ing| {
-            ing.iter()
-                .filter_map(|i| i.ip.as_deref())
-                .filter_map(|ip| ip.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrolb_config::{IpFamily, IpFamilyPolicy, ServicePort, TrafficPolicy};
     use k8s_openapi::api::core::v1::{
         LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus,
     };
     use kube::api::ObjectMeta;
     use std::collections::BTreeMap;
+    use std::net::IpAddr;
 
     fn svc() -> Service {
         Service {
