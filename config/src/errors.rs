@@ -1,5 +1,6 @@
 //! Problems found while reading a configuration or Service manifests: every one carries the field
-//! path it concerns, the offending value (when there is one) and why it is wrong.
+//! path it concerns, the offending value (when there is one) and why it is wrong. Warnings have the
+//! same shape but do not stop the configuration being read.
 //!
 //! Must not: stop at the first problem. Collectors gather all of them; callers decide how to show them.
 
@@ -68,6 +69,39 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Something the user should hear that does not stop the configuration being read, e.g. a
+/// Konvoy `metallb` addon with `enabled: false`. Shown like a [`ConfigError`], field path first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ConfigWarning {
+    /// Field path in the input (`spec.addons.addonsList[0].enabled`).
+    pub path: String,
+    /// The value as written, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// What it means for the user.
+    pub reason: String,
+}
+
+impl ConfigWarning {
+    pub fn new(path: impl Into<String>, value: Option<String>, reason: impl Into<String>) -> Self {
+        ConfigWarning {
+            path: path.into(),
+            value,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path)?;
+        if let Some(v) = &self.value {
+            write!(f, " = {v:?}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
 /// Every problem found, in the order found (which follows the input). Never empty when returned
 /// as an error.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -111,6 +145,10 @@ pub struct Problems(Vec<ConfigError>);
 impl Problems {
     pub fn push(&mut self, path: &str, value: Option<String>, reason: impl Into<String>) {
         self.0.push(ConfigError::new(path, value, reason));
+    }
+    /// Adds every problem of `errors` (e.g. from a nested document).
+    pub fn extend(&mut self, errors: ConfigErrors) {
+        self.0.extend(errors.0);
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

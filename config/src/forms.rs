@@ -1,6 +1,7 @@
 //! Finds the MetalLB configuration in whatever the user hands us: a raw config file, a ConfigMap
 //! manifest (`data.config`), Helm/addon values (`configInline:`), or a Konvoy `cluster.yaml`
-//! whose `addonsList` has a `metallb` addon whose `values` string holds `configInline`.
+//! whose `addonsList` has a `metallb` addon whose `values` string holds `configInline` (read by
+//! `konvoy`). Besides the value it returns warnings about the input, which callers show.
 //!
 //! Must not: validate the configuration itself (see `validate`).
 
@@ -9,8 +10,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
-use crate::errors::{ConfigError, ConfigErrors};
-use crate::yamlx::{describe, untag};
+use crate::errors::{ConfigError, ConfigErrors, ConfigWarning};
+use crate::yamlx::{describe, get, get_str, untag};
 
 /// Where the configuration was found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,21 +55,46 @@ pub fn documents(text: &str, path: &str) -> Result<Vec<Value>, ConfigErrors> {
     Ok(out)
 }
 
-/// The configuration value and where it came from.
+/// What [`extract_with_warnings`] found: the configuration value, where it came from, and what
+/// the user should hear about the input (e.g. a disabled Konvoy addon).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extracted {
+    pub form: InputForm,
+    pub value: Value,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl Extracted {
+    fn plain(form: InputForm, value: Value) -> Self {
+        Extracted {
+            form,
+            value,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// The configuration value and where it came from (warnings dropped: see
+/// [`extract_with_warnings`]).
 pub fn extract(text: &str) -> Result<(InputForm, Value), ConfigErrors> {
+    extract_with_warnings(text).map(|e| (e.form, e.value))
+}
+
+/// The configuration value, where it came from, and the warnings about the input.
+pub fn extract_with_warnings(text: &str) -> Result<Extracted, ConfigErrors> {
     let docs = documents(text, "<input>")?;
-    let found: Vec<Result<(InputForm, Value), ConfigErrors>> =
+    let mut found: Vec<Result<Extracted, ConfigErrors>> =
         docs.iter().filter_map(recognise).collect();
     match found.len() {
         0 => match docs.as_slice() {
-            [] => Ok((InputForm::Raw, Value::Null)),
+            [] => Ok(Extracted::plain(InputForm::Raw, Value::Null)),
             [one] => match get_str(one, "kind") {
                 Some(kind) => Err(ConfigErrors::one(ConfigError::new(
                     "<input>",
                     Some(kind.to_string()),
                     "a Kubernetes object without MetalLB configuration (expected a ConfigMap with data.config)",
                 ))),
-                None => Ok((InputForm::Raw, one.clone())),
+                None => Ok(Extracted::plain(InputForm::Raw, one.clone())),
             },
             _ => Err(ConfigErrors::one(ConfigError::new(
                 "<input>",
@@ -76,7 +102,9 @@ pub fn extract(text: &str) -> Result<(InputForm, Value), ConfigErrors> {
                 "no MetalLB configuration found among the documents (expected a ConfigMap with data.config, configInline, or a metallb addon)",
             ))),
         },
-        1 => found.into_iter().next().unwrap_or(Ok((InputForm::Raw, Value::Null))),
+        1 => found
+            .pop()
+            .unwrap_or(Ok(Extracted::plain(InputForm::Raw, Value::Null))),
         n => Err(ConfigErrors::one(ConfigError::new(
             "<input>",
             None,
@@ -85,20 +113,10 @@ pub fn extract(text: &str) -> Result<(InputForm, Value), ConfigErrors> {
     }
 }
 
-fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    match untag(v) {
-        Value::Mapping(m) => m.get(key).map(untag),
-        _ => None,
-    }
-}
-
-fn get_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    get(v, key).and_then(Value::as_str)
-}
-
 /// What one document holds, if it is one of the wrapped forms. A document with MetalLB's own
-/// top-level keys is a raw config.
-fn recognise(doc: &Value) -> Option<Result<(InputForm, Value), ConfigErrors>> {
+/// top-level keys is a raw config. A Konvoy ClusterConfiguration is always recognised, so that
+/// what is missing in it is said there (see `konvoy`).
+fn recognise(doc: &Value) -> Option<Result<Extracted, ConfigErrors>> {
     if get_str(doc, "kind") == Some("ConfigMap") {
         let data = get(doc, "data")?;
         let cfg = get(data, "config")?;
@@ -120,31 +138,44 @@ fn recognise(doc: &Value) -> Option<Result<(InputForm, Value), ConfigErrors>> {
                 "expected a string holding the configuration YAML (use `config: |`)",
             ))));
         };
-        return Some(single(text, "data.config").map(|v| (form, v)));
+        return Some(single(text, "data.config").map(|v| Extracted::plain(form, v)));
     }
     if let Some(inline) = get(doc, "configInline") {
-        return Some(inline_value(inline, "configInline").map(|v| (InputForm::HelmValues, v)));
+        return Some(
+            inline_value(inline, "configInline")
+                .map(|v| Extracted::plain(InputForm::HelmValues, v)),
+        );
     }
-    if let Some(addons) = get(doc, "spec").and_then(|s| get(s, "addons")) {
-        return konvoy(addons);
+    let addons = get(doc, "spec").and_then(|s| get(s, "addons"));
+    if get_str(doc, "kind") == Some("ClusterConfiguration") || addons.is_some() {
+        return Some(crate::konvoy::read(doc));
     }
     let raw_keys = ["peers", "address-pools", "bgp-communities", "bfd-profiles"];
     if raw_keys.iter().any(|k| get(doc, k).is_some()) {
-        return Some(Ok((InputForm::Raw, doc.clone())));
+        return Some(Ok(Extracted::plain(InputForm::Raw, doc.clone())));
     }
     None
 }
 
-/// `configInline` is a mapping; some values files hold it as a YAML string instead.
-fn inline_value(v: &Value, path: &str) -> Result<Value, ConfigErrors> {
-    match v {
-        Value::String(s) => single(s, path),
-        other => Ok(other.clone()),
+/// `configInline` is a mapping; some values files hold it as a YAML string instead. Empty
+/// (null) reads as an empty configuration.
+pub(crate) fn inline_value(v: &Value, path: &str) -> Result<Value, ConfigErrors> {
+    let value = match v {
+        Value::String(s) => single(s, path)?,
+        other => other.clone(),
+    };
+    match untag(&value) {
+        Value::Mapping(_) | Value::Null => Ok(value),
+        other => Err(ConfigErrors::one(ConfigError::new(
+            path,
+            Some(describe(other)),
+            "expected a mapping (peers, address-pools, bgp-communities, bfd-profiles)",
+        ))),
     }
 }
 
 /// The one YAML document of an embedded string.
-fn single(text: &str, path: &str) -> Result<Value, ConfigErrors> {
+pub(crate) fn single(text: &str, path: &str) -> Result<Value, ConfigErrors> {
     let docs = documents(text, path)?;
     match docs.len() {
         0 => Ok(Value::Null),
@@ -157,50 +188,20 @@ fn single(text: &str, path: &str) -> Result<Value, ConfigErrors> {
     }
 }
 
-fn konvoy(addons: &Value) -> Option<Result<(InputForm, Value), ConfigErrors>> {
-    let repos = addons.as_sequence()?;
-    for (r, repo) in repos.iter().enumerate() {
-        let Some(list) = get(repo, "addonsList").and_then(Value::as_sequence) else {
-            continue;
-        };
-        for (a, addon) in list.iter().enumerate() {
-            if get_str(addon, "name") != Some("metallb") {
-                continue;
-            }
-            let path = format!("spec.addons[{r}].addonsList[{a}].values");
-            let values =
-                match get(addon, "values") {
-                    None => return Some(Err(ConfigErrors::one(ConfigError::new(
-                        &path,
-                        None,
-                        "the metallb addon has no values (configInline holds the configuration)",
-                    )))),
-                    // Konvoy writes values as a YAML string; accept a mapping as well.
-                    Some(Value::String(s)) => match single(s, &path) {
-                        Ok(v) => v,
-                        Err(e) => return Some(Err(e)),
-                    },
-                    Some(v) => v.clone(),
-                };
-            return Some(match get(&values, "configInline") {
-                Some(inline) => inline_value(inline, &format!("{path}.configInline"))
-                    .map(|v| (InputForm::KonvoyClusterYaml, v)),
-                None => Err(ConfigErrors::one(ConfigError::new(
-                    &path,
-                    None,
-                    "the metallb addon's values have no configInline",
-                ))),
-            });
-        }
-    }
-    None
+/// A rendered ConfigMap manifest and the warnings about its input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub manifest: String,
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// A ConfigMap manifest (`namespace/name`, key `config`) holding the configuration found in
 /// `text` (any input form), after checking that it is valid. The configuration YAML is
 /// re-emitted as read (comments are not kept).
-pub fn render_configmap(text: &str, namespace: &str, name: &str) -> Result<String, ConfigErrors> {
-    let (_, value) = extract(text)?;
+pub fn render_configmap(text: &str, namespace: &str, name: &str) -> Result<Rendered, ConfigErrors> {
+    let Extracted {
+        value, warnings, ..
+    } = extract_with_warnings(text)?;
     crate::validate::validate(&value, "")?;
     let config = if value.is_null() {
         String::new()
@@ -223,13 +224,14 @@ pub fn render_configmap(text: &str, namespace: &str, name: &str) -> Result<Strin
     cm.insert("kind".into(), "ConfigMap".into());
     cm.insert("metadata".into(), meta.into());
     cm.insert("data".into(), data.into());
-    serde_yaml::to_string(&Value::Mapping(cm)).map_err(|e| {
+    let manifest = serde_yaml::to_string(&Value::Mapping(cm)).map_err(|e| {
         ConfigErrors::one(ConfigError::new(
             "<input>",
             None,
             format!("cannot render: {e}"),
         ))
-    })
+    })?;
+    Ok(Rendered { manifest, warnings })
 }
 
 #[cfg(test)]
@@ -239,7 +241,9 @@ mod tests {
     #[test]
     fn rendered_configmap_parses_back_to_the_same_config() {
         let konvoy = "kind: ClusterConfiguration\nspec:\n  addons:\n  - addonsList:\n    - name: metallb\n      values: |-\n        configInline:\n          peers:\n          - {my-asn: 64500, peer-asn: 64501, peer-address: 192.0.2.1}\n          address-pools:\n          - name: default\n            protocol: bgp\n            addresses: [198.51.100.0/24]\n";
-        let cm = render_configmap(konvoy, "metallb-system", "config").unwrap();
+        let cm = render_configmap(konvoy, "metallb-system", "config")
+            .unwrap()
+            .manifest;
         assert!(cm.contains("kind: ConfigMap"), "{cm}");
         let (form, back) = crate::parse_with_form(&cm).unwrap();
         assert_eq!(

@@ -8,12 +8,14 @@
 //! Must not: depend on tokio, kube or sockets. Everything here is pure and synchronous.
 
 pub mod addr;
+pub mod check;
 mod cidr;
 pub mod compat;
 mod duration;
 pub mod errors;
 pub mod forms;
 pub mod gate;
+mod konvoy;
 mod labels;
 pub mod manifests;
 pub mod model;
@@ -26,12 +28,12 @@ mod yamlx;
 
 pub use addr::{IpFamily, IpRange};
 pub use compat::{breakages_of, breaking, Breakage};
-pub use errors::{ConfigError, ConfigErrors};
+pub use errors::{ConfigError, ConfigErrors, ConfigWarning};
 pub use forms::InputForm;
 pub use gate::{ConfigGate, ConfigVerdict, Refusal, RefusalCause};
 pub use model::{
     BfdProfile, BgpAdvertisement, Community, Config, MatchExpression, NodeSelector, Peer, Pool,
     Protocol, SelectorOperator,
 };
-pub use parse::{parse, parse_with_form};
+pub use parse::{parse, parse_with_form, parse_with_warnings, Parsed};
 pub use service::{is_ours, IpFamilyPolicy, ServiceKey, ServicePort, ServiceView, TrafficPolicy};

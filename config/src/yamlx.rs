@@ -34,6 +34,19 @@ pub fn untag(v: &Value) -> &Value {
     }
 }
 
+/// `v[key]` when `v` is a mapping that has it (tags stripped from both).
+pub fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match untag(v) {
+        Value::Mapping(m) => m.get(key).map(untag),
+        _ => None,
+    }
+}
+
+/// `v[key]` when it is a string.
+pub fn get_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    get(v, key).and_then(Value::as_str)
+}
+
 /// The text of a scalar, or `None` for null, sequences and mappings.
 pub fn scalar_text(v: &Value) -> Option<String> {
     match untag(v) {

@@ -103,6 +103,111 @@ fn invalid_fixtures_report_their_golden_errors() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// What a file of `tests/data/konvoy-page/` must do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PageCase {
+    /// Valid, no warning; renders to `NAME.configmap`.
+    Valid,
+    /// Valid with the warnings in `NAME.warnings`; renders to `NAME.configmap`.
+    Warns,
+    /// Refused with exactly the problems in `NAME.err`.
+    Refused,
+}
+
+/// Konvoy's load-balancing page: its two `cluster.yaml` examples copied byte for byte
+/// (`layer2.yaml`, `bgp.yaml`: the page's map-shaped `spec.addons.addonsList`) are valid and
+/// render (namespace `kubeaddons`, the page's) to their golden ConfigMap; each variant broken in
+/// one way gets its own message naming the field path.
+#[test]
+fn konvoy_page_examples_and_their_broken_variants() {
+    use ferrolb_config::forms::render_configmap;
+    use ferrolb_config::{parse_with_warnings, InputForm};
+    use PageCase::*;
+    let cases = [
+        ("layer2", Valid),
+        ("bgp", Valid),
+        ("disabled", Warns),
+        ("no-metallb-addon", Refused),
+        ("no-values", Refused),
+        ("values-not-a-string", Refused),
+        ("no-configinline", Refused),
+        ("configinline-not-a-mapping", Refused),
+    ];
+    let dir = data("konvoy-page");
+    assert_eq!(
+        yaml_files("konvoy-page").len(),
+        cases.len(),
+        "a file without a case"
+    );
+    let mut failures = Vec::new();
+    let mut messages = Vec::new();
+    for (name, case) in cases {
+        let file = dir.join(format!("{name}.yaml"));
+        let text = fs::read_to_string(&file).unwrap();
+        match (parse_with_warnings(&text), case) {
+            (Err(e), Refused) => {
+                for p in e.iter() {
+                    assert!(p.path.starts_with("spec.addons"), "{name}: {p}");
+                }
+                messages.push(e.to_string());
+                failures.extend(check_golden(&file.with_extension("err"), &format!("{e}\n")));
+            }
+            (Ok(parsed), Valid | Warns) => {
+                assert_eq!(parsed.form, InputForm::KonvoyClusterYaml, "{name}");
+                let warnings: String = parsed.warnings.iter().map(|w| format!("{w}\n")).collect();
+                if case == Warns {
+                    assert!(!warnings.is_empty(), "{name}: no warning");
+                    messages.push(warnings.clone());
+                    failures.extend(check_golden(&file.with_extension("warnings"), &warnings));
+                } else {
+                    assert_eq!(warnings, "", "{name}");
+                }
+                let rendered = render_configmap(&text, "kubeaddons", "config").unwrap();
+                assert_eq!(rendered.warnings, parsed.warnings, "{name}");
+                failures.extend(check_golden(
+                    &file.with_extension("configmap"),
+                    &rendered.manifest,
+                ));
+                // What is rendered reads back as the same configuration.
+                let back = parse_with_form(&rendered.manifest).unwrap();
+                assert_eq!(
+                    back,
+                    (
+                        InputForm::ConfigMap {
+                            namespace: "kubeaddons".into(),
+                            name: "config".into()
+                        },
+                        parsed.config
+                    ),
+                    "{name}"
+                );
+            }
+            (Ok(_), Refused) => failures.push(format!("{name}: accepted, expected errors")),
+            (Err(e), _) => failures.push(format!("{name}: refused:\n{e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let distinct: std::collections::BTreeSet<&String> = messages.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        messages.len(),
+        "two variants share a message"
+    );
+
+    // The examples' content, field by field.
+    let l2 = parse(&fs::read_to_string(dir.join("layer2.yaml")).unwrap()).unwrap();
+    assert_eq!(l2.pools.len(), 1);
+    assert_eq!(l2.pools[0].name, "default");
+    assert_eq!(l2.pools[0].ranges[0].to_string(), "10.0.50.25-10.0.50.50");
+    assert!(l2.peers.is_empty());
+    let bgp = parse(&fs::read_to_string(dir.join("bgp.yaml")).unwrap()).unwrap();
+    assert_eq!(bgp.pools[0].name, "my-ip-space");
+    assert_eq!(bgp.pools[0].ranges[0].len(), 256);
+    assert_eq!(bgp.peers.len(), 1);
+    assert_eq!(bgp.peers[0].peer_address.to_string(), "172.17.0.4");
+    assert_eq!((bgp.peers[0].my_asn, bgp.peers[0].peer_asn), (64500, 64500));
+}
+
 #[test]
 fn every_problem_is_reported_in_one_pass() {
     let text = "peers:\n- my-asn: 0\n  peer-asn: 64500\n  peer-address: nope\naddress-pools:\n- name: a\n  protocol: bgp\n  addresses: [192.0.2.0/33]\n- protocol: layer2\n  addresses: [198.51.100.9-198.51.100.1]\n";

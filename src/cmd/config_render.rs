@@ -1,6 +1,7 @@
 //! `ferrolb config render`: turn any input form (raw file, `configInline` values, Konvoy
 //! cluster.yaml) into the ConfigMap manifest ferrolb and MetalLB read. Exit 0 rendered, 1 invalid,
-//! 2 I/O error. Must not: render a configuration that does not validate.
+//! 2 I/O error. Warnings about the input (e.g. a disabled Konvoy addon) go to stderr. Must not:
+//! render a configuration that does not validate.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -26,10 +27,18 @@ pub fn run(args: &ConfigRenderArgs) -> ExitCode {
         return ExitCode::from(1);
     };
     match ferrolb_config::forms::render_configmap(text, &args.namespace, &args.name) {
-        Ok(manifest) => match std::io::stdout().lock().write_all(manifest.as_bytes()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::from(2),
-        },
+        Ok(rendered) => {
+            for w in &rendered.warnings {
+                eprintln!("warning: {w}");
+            }
+            match std::io::stdout()
+                .lock()
+                .write_all(rendered.manifest.as_bytes())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(2),
+            }
+        }
         Err(errors) => {
             for e in errors.iter() {
                 eprintln!("{e}");

@@ -201,7 +201,13 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
         let mut dirty = false;
         if let Some(text) = config_file.changed(&opts.config) {
             let parsed = text.and_then(|t| {
-                ferrolb_config::parse(&t).map_err(|e| format!("does not parse: {e}"))
+                ferrolb_config::parse_with_warnings(&t).map_err(|e| format!("does not parse: {e}"))
+            });
+            let parsed = parsed.map(|p| {
+                for w in &p.warnings {
+                    warn!(path = %opts.config.display(), warning = %w, "config warning");
+                }
+                p.config
             });
             if let Err(e) = &parsed {
                 warn!(path = %opts.config.display(), error = %e, "config does not parse");
