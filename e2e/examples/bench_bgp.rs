@@ -973,8 +973,8 @@ fn arg_list(flag: &str) -> Option<Vec<String>> {
 }
 
 fn main() -> Result<()> {
-    if !ferrolb_e2e::is_root()
-        || !ferrolb_e2e::have_programs(&["bird", "tcpdump", "gobgpd", "gobgp", "exabgp"])
+    if !ferrolb_e2e::prereq::is_root()
+        || !ferrolb_e2e::prereq::have_programs(&["bird", "tcpdump", "gobgpd", "gobgp", "exabgp"])
     {
         bail!("needs root, bird2, tcpdump, gobgpd and exabgp (make deps)");
     }

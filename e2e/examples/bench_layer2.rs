@@ -737,7 +737,7 @@ fn main() -> Result<()> {
     if args.first().map(String::as_str) == Some("probe") {
         return probe_mode(&args[1..]);
     }
-    if !ferrolb_e2e::is_root() || !ferrolb_e2e::have_programs(&["arping", "ping"]) {
+    if !ferrolb_e2e::prereq::is_root() || !ferrolb_e2e::prereq::have_programs(&["arping", "ping"]) {
         bail!("needs root, arping and ping (make deps)");
     }
     let smoke = ferrolb_e2e::bench::smoke();

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Build a real kube-apiserver (v1.20.2) from Debian bookworm's `kubernetes` source package and fetch
-# Debian's etcd-server, for the Kubernetes integration tests (e2e/tests/k8s.rs).
+# Debian's etcd-server, for the Kubernetes integration tests (e2e/tests/k8s/).
 #
 # Idempotent: when ~/.cache/ferrolb-k8s/<version>/bin/{kube-apiserver,etcd} exist it only prints
 # their directory. Nothing is installed system-wide: the Go toolchain, etcd and rsync are unpacked
 # from .deb files with `dpkg -x` into a scratch directory. apt is used through a private
 # configuration (own source list with a deb-src line derived from this machine's apt sources, own
 # lists and archives directories), so /etc/apt is never modified.
+#
+# One build at a time per cache directory: a caller that finds no binaries takes an exclusive
+# flock on ${CACHE_ROOT}/build.lock, so when several start at once (test threads or test binaries
+# each starting an apiserver, CI), one builds and the others wait, then find the binaries built.
+#
+# $FERROLB_K8S_FAKE_BUILD (for the test of the lock only, in e2e/src/k8s/testenv.rs): a shell
+# command run under the same lock instead of the download and build; it must create
+# $OUT/kube-apiserver and $OUT/etcd.
 #
 # Output (last line on stdout): the directory holding kube-apiserver and etcd.
 set -euo pipefail
@@ -19,17 +27,47 @@ BIN="${PREFIX}/bin"
 
 log() { echo "build-kube-apiserver: $*" >&2; }
 
-if [[ -x "${BIN}/kube-apiserver" && -x "${BIN}/etcd" ]]; then
+cached() { [[ -x "${BIN}/kube-apiserver" && -x "${BIN}/etcd" ]]; }
+if cached; then
   log "cached in ${BIN}"
   echo "${BIN}"
   exit 0
+fi
+
+mkdir -p "${CACHE_ROOT}"
+exec 9>"${CACHE_ROOT}/build.lock"
+if ! flock --nonblock 9; then
+  log "another build holds ${CACHE_ROOT}/build.lock: waiting for it"
+  flock 9
+fi
+if cached; then
+  log "built meanwhile by another caller: ${BIN}"
+  echo "${BIN}"
+  exit 0
+fi
+START=$(date +%s)
+rm -rf "${BIN}.tmp"
+
+# Puts the binaries built into ${BIN}.tmp in place; the last line printed is their directory.
+finish() {
+  rm -rf "${BIN}"
+  mv "${BIN}.tmp" "${BIN}"
+  "${BIN}/kube-apiserver" --version >&2
+  log "built in $(( $(date +%s) - START )) s"
+  echo "${BIN}"
+  exit 0
+}
+
+if [[ -n "${FERROLB_K8S_FAKE_BUILD:-}" ]]; then
+  log "FERROLB_K8S_FAKE_BUILD: running it instead of the build"
+  OUT="${BIN}.tmp" bash -c "${FERROLB_K8S_FAKE_BUILD}" >&2
+  finish
 fi
 
 WORK="$(mktemp -d "${CACHE_ROOT}.build.XXXXXX" 2>/dev/null || { mkdir -p "$(dirname "${CACHE_ROOT}")"; mktemp -d "${CACHE_ROOT}.build.XXXXXX"; })"
 cleanup() { rm -rf "${WORK}"; }
 trap cleanup EXIT
 log "working in ${WORK}"
-START=$(date +%s)
 
 # --- private apt configuration ------------------------------------------------------------------
 APT="${WORK}/apt"
@@ -104,8 +142,4 @@ OUT="$(find "${K8S}/_output" -type f -name kube-apiserver -perm -u+x | head -1)"
 mkdir -p "${BIN}.tmp"
 cp "${OUT}" "${BIN}.tmp/kube-apiserver"
 cp "${ROOT}/usr/bin/etcd" "${BIN}.tmp/etcd"
-rm -rf "${BIN}"
-mv "${BIN}.tmp" "${BIN}"
-"${BIN}/kube-apiserver" --version >&2
-log "built in $(( $(date +%s) - START )) s"
-echo "${BIN}"
+finish

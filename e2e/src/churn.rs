@@ -1,5 +1,6 @@
 //! The churn soak's pure parts: a deterministic plan of create/delete waves and the Services it
-//! leaves, BIRD route-table parsing, and a sampler of processes' resident memory.
+//! leaves, BIRD route-table parsing, and the agreement check between what should exist and what
+//! the cluster, the controller's metrics and BIRD show ([`disagreements`]).
 //!
 //! The plan keeps the number of live Services bounded (pools are finite) while the total number
 //! of creates grows: each wave creates `wave` Services (every `recreate_every`-th one re-creates
@@ -11,10 +12,6 @@
 //! Must not: talk to the apiserver or the network (the test does).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 /// Which pool a churned Service asks for (`metallb.universe.tf/address-pool`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -237,44 +234,6 @@ pub fn bird_route_count(out: &str) -> Option<(u64, u64)> {
     found
 }
 
-/// `VmRSS` of a process in KiB.
-pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    status_kib(pid, "VmRSS:")
-}
-
-/// `VmHWM` (peak resident set) of a process in KiB.
-pub fn hwm_kib(pid: u32) -> anyhow::Result<u64> {
-    status_kib(pid, "VmHWM:")
-}
-
-fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .ok_or_else(|| anyhow::anyhow!("no value in {line:?}"))?
-        .parse()?)
-}
-
-/// User + system CPU time a process has used so far, in seconds (`/proc/PID/stat`, assuming
-/// the usual 100 clock ticks per second).
-pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised name: state is the 1st, utime the 12th, stime the 13th.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow::anyhow!("odd /proc/{pid}/stat"))?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    anyhow::ensure!(f.len() > 13, "short /proc/{pid}/stat");
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    Ok(ticks as f64 / 100.0)
-}
-
 /// `(min, median, max)` of some durations in seconds (zeros when empty).
 pub fn spread(secs: &[f64]) -> (f64, f64, f64) {
     if secs.is_empty() {
@@ -290,60 +249,157 @@ pub fn rss_bound_kib(baseline_kib: u64) -> u64 {
     baseline_kib + (baseline_kib / 5).max(8 * 1024)
 }
 
-/// Samples the `VmRSS` of some processes every `every` on a thread, keeping the highest seen.
-pub struct RssSampler {
-    stop: Arc<AtomicBool>,
-    peaks: Arc<Mutex<Vec<u64>>>,
-    thread: Option<JoinHandle<()>>,
-}
+/// The churn soak's layer2 pool (on the speaker lab's segment) and its bgp pool's two ranges.
+pub const L2_RANGE: (&str, &str) = ("192.0.2.32", "192.0.2.191");
+pub const BGP_RANGES: [(&str, &str); 2] = [
+    ("198.51.100.0", "198.51.100.255"),
+    ("203.0.113.0", "203.0.113.255"),
+];
 
-impl std::fmt::Debug for RssSampler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RssSampler")
-            .field("peaks", &self.peaks())
-            .finish()
+/// The churn soak's config: those two pools, and BIRD at 192.0.2.254 as the bgp peer.
+pub const CONFIG: &str = "\
+peers:
+- peer-address: 192.0.2.254
+  peer-asn: 64513
+  my-asn: 64512
+address-pools:
+- name: l2
+  protocol: layer2
+  addresses:
+  - 192.0.2.32-192.0.2.191
+- name: bgp
+  protocol: bgp
+  addresses:
+  - 198.51.100.0/24
+  - 203.0.113.0/24
+";
+
+/// Every address of the churn soak's layer2 pool.
+pub fn l2_addresses() -> Vec<String> {
+    let bound = |ip: &str| ip.parse::<std::net::Ipv4Addr>().map(u32::from).ok();
+    match (bound(L2_RANGE.0), bound(L2_RANGE.1)) {
+        (Some(first), Some(last)) => (first..=last)
+            .map(|n| std::net::Ipv4Addr::from(n).to_string())
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
-impl RssSampler {
-    pub fn start(pids: Vec<u32>, every: Duration) -> RssSampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let peaks = Arc::new(Mutex::new(vec![0u64; pids.len()]));
-        let thread = {
-            let stop = stop.clone();
-            let peaks = peaks.clone();
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    for (i, pid) in pids.iter().enumerate() {
-                        if let Ok(kib) = rss_kib(*pid) {
-                            let mut p = peaks.lock().unwrap_or_else(|e| e.into_inner());
-                            p[i] = p[i].max(kib);
-                        }
-                    }
-                    std::thread::sleep(every);
-                }
-            })
+/// The pool `ip` belongs to, if any.
+pub fn pool_of(ip: &str) -> Option<Pool> {
+    if ipv4_in(ip, L2_RANGE.0, L2_RANGE.1) {
+        Some(Pool::Layer2)
+    } else if BGP_RANGES.iter().any(|(a, b)| ipv4_in(ip, a, b)) {
+        Some(Pool::Bgp)
+    } else {
+        None
+    }
+}
+
+/// `metallb_allocator_addresses_in_use_total{pool="POOL"}` from a /metrics page.
+pub fn pool_in_use(metrics: &str, pool: &str) -> Option<u64> {
+    let prefix = format!("metallb_allocator_addresses_in_use_total{{pool=\"{pool}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// What the churn soak compares: Service statuses, the controller's pool usage, BIRD's table.
+#[derive(Debug)]
+pub struct View {
+    /// Ingress IPs per Service name (every Service in the test's namespace).
+    pub ingress: BTreeMap<String, Vec<String>>,
+    /// [`pool_in_use`] per pool.
+    pub in_use: BTreeMap<Pool, Option<u64>>,
+    /// [`bird_prefixes`] of `show route`.
+    pub bird_networks: BTreeSet<String>,
+    /// [`bird_route_count`] of `show route count`.
+    pub bird_count: Option<(u64, u64)>,
+}
+
+/// Every disagreement between `view` and the Services that should exist (`want`), empty when
+/// they agree: each Service exactly one IP, unique, from its pool, no other Service in `apps`;
+/// pool usage equal to the Services per pool; BIRD holds exactly the bgp Services' addresses,
+/// each from both speakers.
+pub fn disagreements(view: &View, want: &BTreeMap<String, Pool>) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut holders: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut bgp_ips = BTreeSet::new();
+    for (name, ips) in &view.ingress {
+        let Some(pool) = want.get(name) else {
+            bad.push(format!("{name} exists but was deleted"));
+            continue;
         };
-        RssSampler {
-            stop,
-            peaks,
-            thread: Some(thread),
+        if ips.len() != 1 {
+            bad.push(format!("{name} holds {ips:?}"));
+            continue;
+        }
+        let ip = ips[0].as_str();
+        if pool_of(ip) != Some(*pool) {
+            bad.push(format!("{name} ({pool:?}) holds {ip}, not from its pool"));
+        }
+        if let Some(other) = holders.insert(ip, name) {
+            bad.push(format!("{ip} held by {other} and {name}"));
+        }
+        if *pool == Pool::Bgp {
+            bgp_ips.insert(ip.to_string());
         }
     }
-
-    /// The highest `VmRSS` seen so far per process, in KiB (in the order given to `start`).
-    pub fn peaks(&self) -> Vec<u64> {
-        self.peaks.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    for name in want.keys() {
+        if !view.ingress.contains_key(name) {
+            bad.push(format!("{name} missing"));
+        }
     }
+    for pool in [Pool::Layer2, Pool::Bgp] {
+        let n = want.values().filter(|&&p| p == pool).count() as u64;
+        if view.in_use.get(&pool).copied().flatten() != Some(n) {
+            bad.push(format!(
+                "pool {} in use {:?}, {n} Services",
+                pool.name(),
+                view.in_use.get(&pool).copied().flatten()
+            ));
+        }
+    }
+    if view.bird_networks != bgp_ips {
+        let stale: Vec<_> = view.bird_networks.difference(&bgp_ips).take(5).collect();
+        let missing: Vec<_> = bgp_ips.difference(&view.bird_networks).take(5).collect();
+        bad.push(format!(
+            "BIRD has {} networks, {} bgp Services; stale e.g. {stale:?}, missing e.g. {missing:?}",
+            view.bird_networks.len(),
+            bgp_ips.len()
+        ));
+    }
+    let n = bgp_ips.len() as u64;
+    let want_count = if n == 0 { None } else { Some((2 * n, n)) };
+    if view.bird_count.filter(|&c| c != (0, 0)) != want_count {
+        bad.push(format!(
+            "BIRD route count (routes, networks) {:?}, want {want_count:?}",
+            view.bird_count
+        ));
+    }
+    bad
 }
 
-impl Drop for RssSampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+/// How many Services exist after wave `w` of `plan`.
+pub fn live_after_wave(plan: &Plan, w: usize) -> usize {
+    plan.waves[..=w]
+        .iter()
+        .flatten()
+        .map(|op| match op {
+            Op::Create { .. } => 1i64,
+            Op::Delete { .. } => -1,
+        })
+        .sum::<i64>() as usize
+}
+
+/// Up to `n` items spread evenly over `items`.
+pub fn sample<T: Clone>(items: &[T], n: usize) -> Vec<T> {
+    if items.len() <= n {
+        return items.to_vec();
     }
+    (0..n).map(|i| items[i * items.len() / n].clone()).collect()
 }
 
 #[cfg(test)]
@@ -444,7 +500,123 @@ mod tests {
         assert_eq!(rss_bound_kib(10 * 1024), 18 * 1024);
         assert_eq!(rss_bound_kib(100 * 1024), 120 * 1024);
         assert_eq!(spread(&[3.0, 1.0, 2.0]), (1.0, 2.0, 3.0));
-        let me = cpu_secs(std::process::id()).unwrap();
+        let me = crate::procfs::cpu_secs(std::process::id()).unwrap();
         assert!(me >= 0.0);
+    }
+
+    fn view(ingress: &[(&str, &str)], in_use: (u64, u64), bird: &[&str]) -> View {
+        View {
+            ingress: ingress
+                .iter()
+                .map(|(n, ip)| (n.to_string(), vec![ip.to_string()]))
+                .collect(),
+            in_use: BTreeMap::from([(Pool::Layer2, Some(in_use.0)), (Pool::Bgp, Some(in_use.1))]),
+            bird_networks: bird.iter().map(|s| s.to_string()).collect(),
+            bird_count: (!bird.is_empty()).then(|| (2 * bird.len() as u64, bird.len() as u64)),
+        }
+    }
+
+    #[test]
+    fn agreement_and_each_kind_of_disagreement() {
+        let want = BTreeMap::from([
+            ("a".to_string(), Pool::Layer2),
+            ("b".to_string(), Pool::Bgp),
+        ]);
+        let good = view(
+            &[("a", "192.0.2.40"), ("b", "198.51.100.7")],
+            (1, 1),
+            &["198.51.100.7"],
+        );
+        assert_eq!(disagreements(&good, &want), Vec::<String>::new());
+        // Nothing wanted, nothing there (BIRD's count of an empty table reads as (0, 0)).
+        let mut empty = view(&[], (0, 0), &[]);
+        empty.bird_count = Some((0, 0));
+        assert_eq!(
+            disagreements(&empty, &BTreeMap::new()),
+            Vec::<String>::new()
+        );
+
+        let wrong_pool = view(
+            &[("a", "198.51.100.9"), ("b", "198.51.100.7")],
+            (1, 1),
+            &["198.51.100.7"],
+        );
+        let bad = disagreements(&wrong_pool, &want);
+        assert!(
+            bad.iter().any(|b| b.contains("not from its pool")),
+            "{bad:?}"
+        );
+        let twice = view(&[("a", "192.0.2.40"), ("b", "192.0.2.40")], (1, 1), &[]);
+        let bad = disagreements(
+            &twice,
+            &BTreeMap::from([("a".into(), Pool::Layer2), ("b".into(), Pool::Layer2)]),
+        );
+        assert!(bad.iter().any(|b| b.contains("held by a and b")), "{bad:?}");
+        let deleted = view(
+            &[
+                ("a", "192.0.2.40"),
+                ("b", "198.51.100.7"),
+                ("gone", "192.0.2.41"),
+            ],
+            (1, 1),
+            &["198.51.100.7"],
+        );
+        assert!(disagreements(&deleted, &want)
+            .iter()
+            .any(|b| b == "gone exists but was deleted"));
+        let missing = view(&[("a", "192.0.2.40")], (1, 0), &[]);
+        assert!(disagreements(&missing, &want)
+            .iter()
+            .any(|b| b == "b missing"));
+        let usage = view(
+            &[("a", "192.0.2.40"), ("b", "198.51.100.7")],
+            (2, 1),
+            &["198.51.100.7"],
+        );
+        assert!(disagreements(&usage, &want)
+            .iter()
+            .any(|b| b.starts_with("pool l2 in use Some(2)")));
+        let stale = view(
+            &[("a", "192.0.2.40"), ("b", "198.51.100.7")],
+            (1, 1),
+            &["198.51.100.7", "198.51.100.8"],
+        );
+        assert!(disagreements(&stale, &want)
+            .iter()
+            .any(|b| b.contains("stale e.g. [\"198.51.100.8\"]")));
+        let mut one_speaker = good;
+        one_speaker.bird_count = Some((1, 1));
+        assert!(disagreements(&one_speaker, &want)
+            .iter()
+            .any(|b| b.starts_with("BIRD route count")));
+    }
+
+    #[test]
+    fn pools_metrics_samples_and_live_counts() {
+        let l2 = l2_addresses();
+        assert_eq!(l2.len(), 160);
+        assert_eq!((l2[0].as_str(), l2[159].as_str()), L2_RANGE);
+        assert_eq!(pool_of("192.0.2.32"), Some(Pool::Layer2));
+        assert_eq!(pool_of("203.0.113.255"), Some(Pool::Bgp));
+        assert_eq!(pool_of("192.0.2.1"), None);
+        let metrics = "# HELP x\nmetallb_allocator_addresses_in_use_total{pool=\"l2\"} 7\n";
+        assert_eq!(pool_in_use(metrics, "l2"), Some(7));
+        assert_eq!(pool_in_use(metrics, "bgp"), None);
+        assert_eq!(sample(&[1, 2, 3], 5), vec![1, 2, 3]);
+        assert_eq!(
+            sample(&(0..100).collect::<Vec<_>>(), 4),
+            vec![0, 25, 50, 75]
+        );
+        let size = Size {
+            total_creates: 100,
+            live: 30,
+            wave: 20,
+            layer2_every: 5,
+            keep: 5,
+            recreate_every: 4,
+        };
+        let p = plan(&size, 3);
+        assert_eq!(live_after_wave(&p, 0), 20);
+        assert_eq!(live_after_wave(&p, p.waves.len() - 1), p.final_live.len());
     }
 }

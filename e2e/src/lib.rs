@@ -1,7 +1,9 @@
 //! ferrolb-e2e: the harness for end-to-end tests, the demo and benchmarks.
 //!
 //! Owns network-namespace topologies (created and always removed by the test that made them),
-//! locating the `ferrolb` binary, and (later) real routers and a real kube-apiserver.
+//! locating the `ferrolb` binary, real routers, a real kube-apiserver and the Kubernetes labs,
+//! the prerequisites check every test starts with ([`prereq`]), and the small helpers the tests
+//! share (polling, probes and their parsers, `/proc` readers, scratch directories).
 //!
 //! Network safety: every namespace is named `flb-<pid>-<tag>`, hosts are numbered from
 //! documentation ranges, and no namespace gets a route out of its own topology.
@@ -10,7 +12,12 @@ pub mod bench;
 pub mod churn;
 pub mod k8s;
 pub mod netns;
+pub mod prereq;
+pub mod probe;
+pub mod procfs;
 pub mod routers;
+pub mod scratch;
+pub mod wait;
 
 use std::path::PathBuf;
 
@@ -38,22 +45,7 @@ pub fn ferrolb_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// True when the process runs as root (network namespaces need it).
-pub fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// True when every named program is on PATH.
-pub fn have_programs(names: &[&str]) -> bool {
-    names.iter().all(|n| {
-        std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {n}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    })
+/// True when `FERROLB_SOAK=1` (`make soak`): the long version of the reliability tests.
+pub fn soak() -> bool {
+    std::env::var_os("FERROLB_SOAK").is_some_and(|v| v == "1")
 }

@@ -9,10 +9,12 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ferrolb_e2e::netns::{Netns, Switch};
+use ferrolb_e2e::prereq::{require, Need::Root};
+use ferrolb_e2e::wait::wait_for;
 
 const CONFIG: &str = "\
 address-pools:
@@ -38,14 +40,6 @@ spec:
 ";
 
 const PORT: u16 = 7946;
-
-fn skip() -> bool {
-    if !ferrolb_e2e::is_root() {
-        eprintln!("SKIP: needs root for network namespaces");
-        return true;
-    }
-    false
-}
 
 struct Node {
     name: String,
@@ -156,19 +150,15 @@ impl Lab {
         &self,
         limit: Duration,
         what: &str,
-        mut check: impl FnMut() -> bool,
+        check: impl FnMut() -> bool,
     ) -> Result<Duration> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if check() {
-                return Ok(start.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let logs: Vec<String> = (0..self.nodes.len())
-            .map(|i| format!("--- {} ---\n{}", self.nodes[i].name, self.log(i)))
-            .collect();
-        bail!("{what}: not within {limit:?}\n{}", logs.join("\n"))
+        let logs = || {
+            (0..self.nodes.len())
+                .map(|i| format!("--- {} ---\n{}", self.nodes[i].name, self.log(i)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        wait_for(limit, Duration::from_millis(5), what, check, logs)
     }
 
     fn all_see(&self, live: &str) -> Result<()> {
@@ -199,7 +189,7 @@ impl Lab {
 
 #[test]
 fn sigkilled_speaker_is_dropped_in_under_a_second() -> Result<()> {
-    if skip() {
+    if !require(&[Root])? {
         return Ok(());
     }
     let mut lab = Lab::new(3, "kill")?;
@@ -225,7 +215,7 @@ fn sigkilled_speaker_is_dropped_in_under_a_second() -> Result<()> {
 
 #[test]
 fn sigtermed_speaker_leaves_and_wrong_secret_never_joins() -> Result<()> {
-    if skip() {
+    if !require(&[Root])? {
         return Ok(());
     }
     let mut lab = Lab::new(3, "term")?;

@@ -6,41 +6,20 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ferrolb_e2e::netns::Netns;
+use ferrolb_e2e::prereq::{
+    require,
+    Need::{Program, Root},
+};
+use ferrolb_e2e::scratch::Dir;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// A scratch directory removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Result<Dir> {
-        let p = std::env::temp_dir().join(format!("flb-{}-standalone-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p)?;
-        Ok(Dir(p))
-    }
-
-    fn write(&self, name: &str, text: &str) -> Result<()> {
-        // Atomic, so the polling process never reads a half-written file.
-        let tmp = self.0.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, self.0.join(name))?;
-        Ok(())
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A running `ferrolb standalone` and the lines it printed on stdout.
 struct Run {
@@ -165,24 +144,27 @@ fn state(dir: &Path) -> Result<serde_json::Value> {
 
 #[test]
 fn sigkill_and_restart_keeps_every_assignment() -> Result<()> {
+    if !require(&[Root])? {
+        return Ok(());
+    }
     let ns = Netns::create("sa")?;
-    let dir = Dir::new("restart")?;
+    let dir = Dir::new("standalone-restart")?;
     dir.write("config.yaml", &config("192.0.2.0/29"))?;
     dir.write("services.yaml", &services(&["c", "d"]))?;
-    let mut run = Run::start(&ns, &dir.0, "node-1")?;
+    let mut run = Run::start(&ns, dir.path(), "node-1")?;
     let first = run.assignments(&["default/c", "default/d"])?;
     assert_eq!(first["default/c"], "192.0.2.0 (pool-a)");
     assert_eq!(first["default/d"], "192.0.2.1 (pool-a)");
     run.kill()?;
     assert_eq!(
-        state(&dir.0)?["assignments"]["default/c"]["ips"][0],
+        state(dir.path())?["assignments"]["default/c"]["ips"][0],
         "192.0.2.0"
     );
 
     // Services that sort first appear while it is down: a fresh computation would give them
     // .0 and .1; the restarted process keeps c and d where they were.
     dir.write("services.yaml", &services(&["a", "b", "c", "d"]))?;
-    let mut run = Run::start(&ns, &dir.0, "node-1")?;
+    let mut run = Run::start(&ns, dir.path(), "node-1")?;
     let second = run.assignments(&["default/a", "default/b", "default/c", "default/d"])?;
     assert_eq!(second["default/c"], first["default/c"]);
     assert_eq!(second["default/d"], first["default/d"]);
@@ -191,7 +173,7 @@ fn sigkill_and_restart_keeps_every_assignment() -> Result<()> {
     run.kill()?;
 
     // And once more: nothing moves.
-    let mut run = Run::start(&ns, &dir.0, "node-1")?;
+    let mut run = Run::start(&ns, dir.path(), "node-1")?;
     let third = run.assignments(&["default/a", "default/b", "default/c", "default/d"])?;
     assert_eq!(third, second);
     run.terminate()
@@ -199,11 +181,14 @@ fn sigkill_and_restart_keeps_every_assignment() -> Result<()> {
 
 #[test]
 fn breaking_config_change_is_refused_until_the_service_is_gone() -> Result<()> {
+    if !require(&[Root])? {
+        return Ok(());
+    }
     let ns = Netns::create("sb")?;
-    let dir = Dir::new("refuse")?;
+    let dir = Dir::new("standalone-refuse")?;
     dir.write("config.yaml", &config("192.0.2.0/29"))?;
     dir.write("services.yaml", &services(&["a", "b"]))?;
-    let mut run = Run::start(&ns, &dir.0, "node-1")?;
+    let mut run = Run::start(&ns, dir.path(), "node-1")?;
     let before = run.assignments(&["default/a", "default/b"])?;
     assert_eq!(before["default/a"], "192.0.2.0 (pool-a)");
 
@@ -216,7 +201,7 @@ fn breaking_config_change_is_refused_until_the_service_is_gone() -> Result<()> {
     run.wait_for("keeping", |l| {
         l.contains("keeping the previous configuration")
     })?;
-    let st = state(&dir.0)?;
+    let st = state(dir.path())?;
     assert_eq!(st["assignments"]["default/a"]["ips"][0], "192.0.2.0");
     assert_eq!(st["assignments"]["default/b"]["ips"][0], "192.0.2.1");
 
@@ -224,7 +209,7 @@ fn breaking_config_change_is_refused_until_the_service_is_gone() -> Result<()> {
     dir.write("services.yaml", &services(&["b"]))?;
     run.wait_for("config loaded", |l| l == "config loaded")?;
     run.wait_for("release", |l| l == "default/a released 192.0.2.0")?;
-    let st = state(&dir.0)?;
+    let st = state(dir.path())?;
     assert!(st["assignments"].get("default/a").is_none());
     assert_eq!(st["assignments"]["default/b"]["ips"][0], "192.0.2.1");
     run.terminate()
@@ -232,6 +217,9 @@ fn breaking_config_change_is_refused_until_the_service_is_gone() -> Result<()> {
 
 #[test]
 fn two_nodes_given_the_same_files_agree() -> Result<()> {
+    if !require(&[Root])? {
+        return Ok(());
+    }
     let names = ["web", "api", "db", "cache", "queue"];
     let keys: Vec<String> = names.iter().map(|n| format!("default/{n}")).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -240,10 +228,10 @@ fn two_nodes_given_the_same_files_agree() -> Result<()> {
     let mut keep = Vec::new();
     for node in ["node-1", "node-2"] {
         let ns = Netns::create("sn")?;
-        let dir = Dir::new(node)?;
+        let dir = Dir::new(&format!("standalone-{node}"))?;
         dir.write("config.yaml", &config("198.51.100.8/29"))?;
         dir.write("services.yaml", &services(&names))?;
-        let mut run = Run::start(&ns, &dir.0, node)?;
+        let mut run = Run::start(&ns, dir.path(), node)?;
         results.push(run.assignments(&keys)?);
         runs.push(run);
         keep.push((ns, dir));
@@ -322,10 +310,15 @@ fn drain(pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<S
 /// each section's key lines, the run takes under a minute, and its namespaces are gone after.
 #[test]
 fn demo_script_passes_every_step_and_cleans_up() -> Result<()> {
-    if !ferrolb_e2e::is_root()
-        || !ferrolb_e2e::have_programs(&["bird", "birdc", "arping", "curl", "python3"])
-    {
-        eprintln!("SKIP: needs root, bird2, arping, curl and python3");
+    let needs = [
+        Root,
+        Program("bird"),
+        Program("birdc"),
+        Program("arping"),
+        Program("curl"),
+        Program("python3"),
+    ];
+    if !require(&needs)? {
         return Ok(());
     }
     let script = ferrolb_e2e::workspace_root().join("e2e/demo/demo.sh");
@@ -402,17 +395,19 @@ fn demo_script_passes_every_step_and_cleans_up() -> Result<()> {
 /// `manifests/examples` file passes `config check`, a broken config exits 1.
 #[test]
 fn image_built_from_the_debug_binary_runs_in_a_chroot() -> Result<()> {
-    if !ferrolb_e2e::is_root() {
-        eprintln!(
-            "SKIP: building and running the image needs root (umoci unpack, unshare, chroot)"
-        );
+    // Root: umoci unpack, unshare, chroot. e2e/scripts/install-deps.sh (run by CI) installs
+    // umoci.
+    let needs = [
+        Root,
+        Program("umoci"),
+        Program("unshare"),
+        Program("chroot"),
+        Program("ldd"),
+        Program("python3"),
+    ];
+    if !require(&needs)? {
         return Ok(());
     }
-    // e2e/scripts/install-deps.sh (run by CI) installs umoci: missing here is a failure.
-    anyhow::ensure!(
-        ferrolb_e2e::have_programs(&["umoci", "unshare", "chroot", "ldd", "python3"]),
-        "umoci, unshare, chroot, ldd or python3 missing: run e2e/scripts/install-deps.sh"
-    );
     let bin = ferrolb_e2e::ferrolb_bin()?;
     let host = std::process::Command::new(&bin).arg("--version").output()?;
     let version = String::from_utf8_lossy(&host.stdout).trim().to_owned();
@@ -420,12 +415,12 @@ fn image_built_from_the_debug_binary_runs_in_a_chroot() -> Result<()> {
         version.starts_with("ferrolb "),
         "host --version: {version:?}"
     );
-    let dir = Dir::new("image")?;
+    let dir = Dir::new("standalone-image")?;
     let script = ferrolb_e2e::workspace_root().join("e2e/image/build-image.sh");
     let started = Instant::now();
     let out = std::process::Command::new("bash")
         .arg(&script)
-        .arg(dir.0.join("out"))
+        .arg(dir.path().join("out"))
         .env("FERROLB_IMAGE_BIN", &bin)
         .stdin(Stdio::null())
         .output()
@@ -452,7 +447,7 @@ fn image_built_from_the_debug_binary_runs_in_a_chroot() -> Result<()> {
         stdout.contains("dynamically linked, with "),
         "the debug binary was not packed self-contained"
     );
-    let layout = dir.0.join("out/oci/index.json");
+    let layout = dir.path().join("out/oci/index.json");
     anyhow::ensure!(layout.exists(), "no OCI layout at {}", layout.display());
     eprintln!("image: built and run in {:.1} s", took.as_secs_f64());
     anyhow::ensure!(took < Duration::from_secs(30), "image build took {took:?}");

@@ -1,12 +1,16 @@
 //! A real Kubernetes control plane (etcd + kube-apiserver v1.20.2) for integration tests.
 //!
-//! [`TestEnv::start`] runs `e2e/k8s/start-testenv.sh` (which builds or reuses the cached
-//! binaries), waits until the apiserver is ready and returns the kubeconfig path and a
-//! [`kube::Client`]. Dropping the `TestEnv` (also while a test panics) stops both processes and
-//! removes the state directory. Everything listens on 127.0.0.1 only.
+//! [`TestEnv::start`] gets the binaries (`$FERROLB_K8S_BIN`, else [`build_binaries`]:
+//! `e2e/k8s/build-kube-apiserver.sh` builds them once per cache directory, under a file lock,
+//! however many test threads and test binaries ask at the same time), runs
+//! `e2e/k8s/start-testenv.sh` with them, waits until the apiserver is ready and returns the
+//! kubeconfig path and a [`kube::Client`]. Dropping the `TestEnv` (also while a test panics)
+//! stops both processes and removes the state directory. Everything listens on 127.0.0.1 only.
 //!
-//! Must not: touch anything outside its own state directory, or leave processes behind.
+//! Must not: touch anything outside its own state directory and the binaries' cache, or leave
+//! processes behind.
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,6 +65,27 @@ fn stop(state: &Path) {
     }
 }
 
+/// The directory holding `kube-apiserver` and `etcd`, as the last line
+/// `e2e/k8s/build-kube-apiserver.sh` prints: it builds them when its cache has none, and a second
+/// caller waits on the cache's lock for the first one's build. `env` is added to the script's
+/// environment.
+pub fn build_binaries(env: &[(&str, &OsStr)]) -> anyhow::Result<PathBuf> {
+    let out = Command::new("bash")
+        .arg(script("build-kube-apiserver.sh"))
+        .envs(env.iter().copied())
+        .output()
+        .context("run e2e/k8s/build-kube-apiserver.sh")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().last() {
+        Some(dir) if out.status.success() => Ok(PathBuf::from(dir)),
+        _ => bail!(
+            "build-kube-apiserver.sh failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
@@ -75,10 +100,15 @@ impl TestEnv {
             std::process::id(),
             free_port()?
         ));
+        let bin = match std::env::var_os("FERROLB_K8S_BIN") {
+            Some(dir) => PathBuf::from(dir),
+            None => build_binaries(&[])?,
+        };
         let mut guard = StateGuard(Some(state.clone()));
         let out = Command::new("bash")
             .arg(script("start-testenv.sh"))
             .arg(&state)
+            .env("FERROLB_K8S_BIN", &bin)
             .env("ETCD_PORT", free_port()?.to_string())
             .env("ETCD_PEER_PORT", free_port()?.to_string())
             .env("APISERVER_PORT", free_port()?.to_string())
@@ -270,4 +300,57 @@ pub async fn client_for(kubeconfig: &Path) -> anyhow::Result<Client> {
         .await
         .context("kubeconfig to client config")?;
     Client::try_from(config).context("build kube client")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Two threads need the binaries at once on an empty cache: one builds (a fake build that
+    /// takes 2 s, through the script's real lock), the other waits on the lock and then finds
+    /// them built; both get the same directory.
+    #[test]
+    fn apiserver_build_runs_once_while_a_second_caller_waits() {
+        let cache = crate::scratch::Dir::new("k8s-build-lock").unwrap();
+        let root = cache.path().join("cache");
+        // The fake build: counts itself, takes 2 s, writes two scripts as the binaries.
+        let fake = format!(
+            r#"echo $$ >> '{builds}'; sleep 2; mkdir -p "$OUT"
+               for b in kube-apiserver etcd; do
+                 printf '#!/bin/sh\necho fake %s\n' $b > "$OUT/$b"; chmod +x "$OUT/$b"
+               done"#,
+            builds = cache.path().join("builds").display()
+        );
+        let started = Instant::now();
+        let callers: Vec<_> = (0..2)
+            .map(|_| {
+                let (root, fake) = (root.clone(), fake.clone());
+                std::thread::spawn(move || {
+                    let env = [
+                        ("FERROLB_K8S_CACHE", root.as_os_str()),
+                        ("FERROLB_K8S_FAKE_BUILD", OsStr::new(&fake)),
+                    ];
+                    let dir = build_binaries(&env);
+                    (dir.map_err(|e| e.to_string()), started.elapsed())
+                })
+            })
+            .collect();
+        let results: Vec<_> = callers.into_iter().map(|t| t.join().unwrap()).collect();
+        let want = root.join("v1.20.2").join("bin");
+        for (dir, took) in &results {
+            assert_eq!(dir.as_ref().unwrap(), &want);
+            // The one that did not build returned only after the build was done.
+            assert!(*took >= Duration::from_secs(2), "returned after {took:?}");
+        }
+        let builds = cache.read("builds");
+        assert_eq!(builds.lines().count(), 1, "builds: {builds:?}");
+        assert!(want.join("kube-apiserver").exists() && want.join("etcd").exists());
+        // A third caller finds them cached at once.
+        let t = Instant::now();
+        let env = [("FERROLB_K8S_CACHE", root.as_os_str())];
+        assert_eq!(build_binaries(&env).unwrap(), want);
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert_eq!(cache.read("builds").lines().count(), 1);
+    }
 }
