@@ -6,6 +6,7 @@
 //! Must not: know about ARP or BGP.
 
 pub mod allocator;
+pub mod engine;
 pub mod incremental;
 pub mod k8s;
 pub mod metrics;

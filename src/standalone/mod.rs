@@ -2,9 +2,9 @@
 //! manifests from files, polls both for changes, persists assignments in the `--state` file,
 //! prints each assignment on stdout and feeds every announcer the new world.
 //!
-//! Must not: make allocation decisions (the [`engine`] does, through the controller's allocator).
+//! Must not: make allocation decisions (the controller's engine does, fed and read by [`sink`]).
 
-pub mod engine;
+mod sink;
 pub mod state;
 
 use std::collections::BTreeSet;
@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolb_config::ServiceView;
+use ferrolb_config::{ConfigError, ConfigErrors, ServiceKey};
 use ferrolb_speaker::membership::{MemberlistConfig, MemberlistMembership, Membership};
 use ferrolb_speaker::world::{Announcer, AssignedService, NodeInfo, Readiness, World};
 use tracing::{info, warn};
 
-use engine::Engine;
+use ferrolb_controller::engine::Engine;
 
 /// Options of `ferrolb standalone`.
 #[derive(Debug, Clone)]
@@ -137,20 +137,20 @@ fn print(lines: &[String]) {
     let _ = out.flush();
 }
 
+/// The world the announcers get: every Service ferrolb serves that holds addresses.
 fn world(
-    engine: &Engine,
-    services: &[ServiceView],
+    engine: &Engine<()>,
+    class: &str,
     node: &NodeInfo,
     live: &BTreeSet<String>,
 ) -> Option<World> {
     let config = engine.config()?.clone();
-    // Sized up front: a filtered iterator gives no lower bound, and this list lives on.
-    let mut assigned = Vec::with_capacity(services.len());
-    assigned.extend(services.iter().filter_map(|s| {
-        engine
-            .assignment(&s.key)
-            .map(|a| AssignedService::of(s, a.ips.to_vec()))
-    }));
+    let assigned = engine
+        .planner()
+        .views()
+        .filter(|v| !v.ingress_ips.is_empty() && ferrolb_config::is_ours(v, class))
+        .map(|v| AssignedService::of(v, v.ingress_ips.clone()))
+        .collect();
     Some(World {
         config,
         node: node.clone(),
@@ -158,6 +158,17 @@ fn world(
         readiness: Readiness::AllReady,
         live_nodes: live.clone(),
     })
+}
+
+/// The assignments in force as the state file records them (addresses and pool), key order.
+fn assignments(
+    engine: &Engine<()>,
+) -> impl Iterator<Item = (&ServiceKey, &ferrolb_controller::allocator::Assigned)> {
+    let alloc = engine.allocator();
+    engine
+        .planner()
+        .views()
+        .filter_map(move |v| Some((&v.key, alloc?.assignment(&v.key)?)))
 }
 
 /// Runs until SIGTERM/SIGINT.
@@ -168,10 +179,9 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
         services = persisted.len(),
         "restoring persisted assignments"
     );
-    let mut engine = Engine::new(opts.class.clone(), persisted);
+    let mut st = sink::Standalone::new(opts.class.clone(), persisted);
     let mut config_file = Watched::default();
     let mut services_file = Watched::default();
-    let mut services: Vec<ServiceView> = Vec::new();
     let mut services_known = false;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(opts.poll);
@@ -200,28 +210,30 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
         }
         let mut dirty = false;
         if let Some(text) = config_file.changed(&opts.config) {
-            let parsed = text.and_then(|t| {
-                ferrolb_config::parse_with_warnings(&t).map_err(|e| format!("does not parse: {e}"))
-            });
-            let parsed = parsed.map(|p| {
-                for w in &p.warnings {
-                    warn!(path = %opts.config.display(), warning = %w, "config warning");
-                }
-                p.config
-            });
-            if let Err(e) = &parsed {
-                warn!(path = %opts.config.display(), error = %e, "config does not parse");
-            }
-            print(&engine.offer_config(parsed).lines);
+            let parsed = match text {
+                Ok(t) => ferrolb_config::parse_with_warnings(&t).map(|p| {
+                    for w in &p.warnings {
+                        warn!(path = %opts.config.display(), warning = %w, "config warning");
+                    }
+                    p.config
+                }),
+                Err(e) => Err(ConfigErrors::one(ConfigError::new(
+                    opts.config.display().to_string(),
+                    None,
+                    e,
+                ))),
+            };
+            st.engine.offer_config(parsed);
             dirty = true;
         }
+        let mut listed = None;
         if let Some(text) = services_file.changed(&opts.services) {
             match text.and_then(|t| {
                 ferrolb_config::service::parse_services(&t).map_err(|e| e.to_string())
             }) {
                 Ok(s) => {
                     info!(path = %opts.services.display(), count = s.len(), "services loaded");
-                    services = s;
+                    listed = Some(s);
                     services_known = true;
                     dirty = true;
                 }
@@ -235,15 +247,15 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
         if !dirty || !services_known {
             continue;
         }
-        let step = engine.reconcile(&mut services);
+        let step = st.step(listed);
         // Persist before printing: a printed assignment survives a crash.
         if step.changed {
-            if let Err(e) = state::save(&opts.state, engine.assigned()) {
+            if let Err(e) = state::save(&opts.state, assignments(&st.engine)) {
                 warn!(error = format!("{e:#}"), "cannot persist assignments");
             }
         }
         print(&step.lines);
-        if let Some(w) = world(&engine, &services, &opts.node, &live_nodes) {
+        if let Some(w) = world(&st.engine, &opts.class, &opts.node, &live_nodes) {
             let w = Arc::new(w);
             for a in &mut announcers {
                 a.apply(w.clone());

@@ -19,9 +19,7 @@ pub mod convert;
 mod leader;
 mod writer;
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,11 +33,10 @@ use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::incremental::Planner;
+use crate::engine::Engine;
 use crate::metrics::ControllerMetrics;
-use crate::reconcile::{self, StatusChange};
+use crate::reconcile::StatusChange;
 use convert::ServiceMeta;
-use ferrolb_config::ConfigGate;
 use ferrolb_runtime::config as runtime;
 
 pub use writer::FIELD_MANAGER;
@@ -95,13 +92,11 @@ pub async fn run(
         opts: opts.clone(),
         writer: writer::Writer::new(client, opts.identity.clone()),
         metrics,
-        planner: Planner::new(opts.load_balancer_class.clone()),
+        engine: Engine::new(opts.load_balancer_class.clone()),
         services_synced: false,
         config_map: None,
         config_synced: false,
         config_dirty: false,
-        gate: ConfigGate::default(),
-        last_failure: BTreeMap::new(),
         leader: false,
     };
     let mut resync = tokio::time::interval(Duration::from_secs(30));
@@ -141,7 +136,7 @@ pub async fn run(
                 dirty = is_leader;
             }
             _ = resync.tick() => {
-                state.planner.recheck_all();
+                state.engine.recheck_all();
                 dirty = true;
             }
         }
@@ -172,7 +167,7 @@ pub async fn run(
             // No pass while a re-list is half read (the drain may have started one): Services
             // deleted while the watch was down are only known to be gone once it completes (its
             // completion asks for a pass).
-            if !state.planner.is_listing() {
+            if !state.engine.is_listing() {
                 let again = state.reconcile_all().await;
                 if again && !pending {
                     pending = true;
@@ -275,16 +270,14 @@ struct State {
     opts: ControllerOptions,
     writer: writer::Writer,
     metrics: ControllerMetrics,
-    /// The Services (compact), the allocator kept between passes, what changed.
-    planner: Planner<ServiceMeta>,
+    /// The config gate, the Services (compact), the allocator kept between passes, what
+    /// changed, what was last reported.
+    engine: Engine<ServiceMeta>,
     services_synced: bool,
     config_map: Option<ConfigMap>,
     config_synced: bool,
     /// The ConfigMap changed since the gate last saw it.
     config_dirty: bool,
-    gate: ConfigGate,
-    /// Reason of the last `AllocationFailed` Event per Service (one Event per distinct reason).
-    last_failure: BTreeMap<ServiceKey, String>,
     leader: bool,
 }
 
@@ -295,7 +288,7 @@ impl State {
         }
         if !leader {
             // Another replica decides; a regained leadership re-plans from the statuses.
-            self.planner.forget_allocations();
+            self.engine.forget_allocations();
         }
         self.leader = leader;
         self.metrics.leader.set(i64::from(leader));
@@ -304,7 +297,7 @@ impl State {
     /// True when the stored copy of `view`'s Service is newer than `meta` says (our own status
     /// writes are stored at once; the watch may deliver an older version afterwards).
     fn is_outdated(&self, view: &ServiceView, meta: &ServiceMeta) -> bool {
-        let stored = self.planner.get(&view.key).and_then(|t| t.meta.revision());
+        let stored = self.engine.get(&view.key).and_then(|t| t.meta.revision());
         matches!((stored, meta.revision()), (Some(old), Some(new)) if old > new)
     }
 
@@ -313,14 +306,14 @@ impl State {
         if self.is_outdated(&view, &meta) {
             return false;
         }
-        self.planner.upsert(view, meta)
+        self.engine.upsert(view, meta)
     }
 
     /// Store the Service our status write returned.
     fn store_written(&mut self, svc: Service) {
         let (view, meta) = convert::compact(svc);
         if !self.is_outdated(&view, &meta) {
-            self.planner.written(view, meta);
+            self.engine.written(view, meta);
         }
     }
 
@@ -328,28 +321,25 @@ impl State {
         self.metrics.client.updates.inc();
         match ev {
             ServiceUpdate::ListStart => {
-                self.planner.start_list();
+                self.engine.start_list();
                 false
             }
             ServiceUpdate::Listed(view, meta) => {
-                self.planner.mark_listed(&view.key);
+                self.engine.mark_listed(&view.key);
                 self.store(view, meta);
                 false
             }
             ServiceUpdate::ListDone => {
-                for key in self.planner.finish_list() {
-                    self.last_failure.remove(&key);
-                }
+                self.engine.finish_list();
                 if !self.services_synced {
-                    info!(services = self.planner.len(), "Service list read");
+                    info!(services = self.engine.planner().len(), "Service list read");
                 }
                 self.services_synced = true;
                 true
             }
             ServiceUpdate::Changed(view, meta) => self.store(view, meta),
             ServiceUpdate::Deleted(key) => {
-                self.planner.remove(&key);
-                self.last_failure.remove(&key);
+                self.engine.remove(&key);
                 true
             }
         }
@@ -383,85 +373,55 @@ impl State {
         }
     }
 
-    /// Offer a changed ConfigMap to the gate and act on its verdict.
-    async fn update_config(&mut self) {
-        if self.config_dirty {
-            self.config_dirty = false;
+    /// One planning pass: the newest configuration offered to the gate, its verdict reported,
+    /// then the engine's writes carried out. True when another pass should follow soon (writes
+    /// were left for it, or a Service changed while its status was written); after a failed
+    /// write the retry waits for the next event or the periodic resync instead.
+    async fn reconcile_all(&mut self) -> bool {
+        if std::mem::take(&mut self.config_dirty) {
             if let Some(cm) = &self.config_map {
-                runtime::offer_text(&mut self.gate, runtime::config_text(cm));
+                self.engine
+                    .offer_config(ferrolb_config::parse(runtime::config_text(cm)));
             }
-        } else if !self.gate.retry_on_service_change() {
-            return;
         }
-        let planner = &self.planner;
-        let verdict = self.gate.evaluate(|candidate| planner.breakages(candidate));
+        if !self.engine.has_work() {
+            return false;
+        }
+        let pass = self.engine.pass(MAX_WRITES_PER_PASS);
         let source = format!("{}/{}", self.opts.namespace, self.opts.config_map);
-        if let (Some(ev), Some(cm)) = (runtime::report(&verdict, &source), &self.config_map) {
+        if let (Some(ev), Some(cm)) = (runtime::report(&pass.verdict, &source), &self.config_map) {
             self.writer
                 .config_event(cm, ev.warning, ev.reason, ev.note)
                 .await;
         }
-        self.metrics.client.set_from(&self.gate);
-    }
-
-    /// One planning pass. True when another pass should follow soon (a Service changed while
-    /// its status was written); after a failed write the retry waits for the next event or the
-    /// periodic resync instead.
-    async fn reconcile_all(&mut self) -> bool {
-        self.update_config().await;
-        let Some(config) = self.gate.active() else {
+        self.metrics.client.set_from(self.engine.gate());
+        if self.engine.config().is_none() {
             debug!("no configuration in force; nothing to assign");
             return false;
-        };
-        if !self.planner.has_work(config) {
-            return false;
         }
-        let outcomes = self.planner.pass(config);
-        if let Some(alloc) = self.planner.allocator() {
-            let pools = alloc
-                .usage()
-                .into_iter()
-                .map(|u| (u.pool, (u.in_use, u.addresses_total)))
-                .collect();
-            self.metrics.set_pools(&pools);
-        }
-        let owns = |ip: &IpAddr| config.pool_containing(ip).is_some();
-        let mut actions = Vec::new();
-        for (key, allocation) in outcomes {
-            let Some(t) = self.planner.get(&key) else {
-                continue;
-            };
-            let decision = reconcile::decide(
-                &t.view,
-                &allocation,
-                owns,
-                self.last_failure.get(&key).map(String::as_str),
-            );
-            if decision.status == StatusChange::Keep && decision.event.is_none() {
-                note_failure(&mut self.last_failure, &key, allocation);
-            } else {
-                actions.push((key, allocation, decision));
+        if pass.planned {
+            if let Some(alloc) = self.engine.allocator() {
+                let pools = alloc
+                    .usage()
+                    .into_iter()
+                    .map(|u| (u.pool, (u.in_use, u.addresses_total)))
+                    .collect();
+                self.metrics.set_pools(&pools);
             }
         }
-        if !actions.is_empty() {
+        if !pass.actions.is_empty() {
             debug!(
-                writes = actions.len(),
-                services = self.planner.len(),
+                writes = pass.actions.len(),
+                services = self.engine.planner().len(),
                 "planning pass"
             );
         }
-        // Clear released addresses before handing them to another Service, so no address is
-        // ever in two Services' status at once (the sort is stable: key order otherwise).
-        actions.sort_by_key(|(_, _, d)| d.status != StatusChange::Clear);
-        if actions.len() > MAX_WRITES_PER_PASS {
-            for (key, _, _) in actions.drain(MAX_WRITES_PER_PASS..) {
-                self.planner.touch(&key);
-            }
-        }
         let mut write_failed = false;
-        for (key, allocation, decision) in actions {
+        for action in pass.actions {
+            let key = &action.key;
+            let decision = &action.decision;
             if decision.status != StatusChange::Keep {
-                match self.writer.write_status(&key, &decision.status).await {
+                match self.writer.write_status(key, &decision.status).await {
                     Ok(Some(updated)) => {
                         info!(service = %key, status = ?decision.status, "status written");
                         self.store_written(updated);
@@ -475,43 +435,26 @@ impl State {
                     }
                     Err(e) => {
                         warn!(service = %key, error = %e, "could not write status; will retry");
-                        self.planner.touch(&key);
+                        self.engine.retry(key);
                         write_failed = true;
                         continue;
                     }
                 }
             }
-            note_failure(&mut self.last_failure, &key, allocation);
-            if let Some(ev) = decision.event {
+            self.engine.done(&action);
+            if let Some(ev) = &action.decision.event {
                 if ev.is_warning() {
                     warn!(service = %key, reason = ev.reason(), note = %ev.note(), "allocation failed");
                 }
-                let Some(t) = self.planner.get(&key) else {
+                let Some(t) = self.engine.get(key) else {
                     continue;
                 };
-                let reference = t.meta.object_ref(&key);
+                let reference = t.meta.object_ref(key);
                 self.writer
                     .service_event(&reference, ev.is_warning(), ev.reason(), ev.note())
                     .await;
             }
         }
-        !write_failed && self.gate.active().is_some_and(|c| self.planner.has_work(c))
-    }
-}
-
-/// Remember the reason of a failed allocation (one `AllocationFailed` Event per distinct
-/// reason), forget it once the Service is served.
-fn note_failure(
-    last_failure: &mut BTreeMap<ServiceKey, String>,
-    key: &ServiceKey,
-    allocation: reconcile::Allocation,
-) {
-    match allocation {
-        reconcile::Allocation::Failed { reason } => {
-            last_failure.insert(key.clone(), reason);
-        }
-        _ => {
-            last_failure.remove(key);
-        }
+        !write_failed && self.engine.has_work()
     }
 }
