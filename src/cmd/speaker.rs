@@ -1,10 +1,15 @@
-//! `ferrolb speaker`: process wiring for the Kubernetes speaker (client, announcers, membership
-//! settings, metrics/health HTTP, signals). The work happens in `crate::speaker::run`.
+//! `ferrolb speaker`: process wiring for the Kubernetes speaker: flags to
+//! [`ferrolb_speaker::k8s::Options`] and membership settings, the async runtime, the kube
+//! client, the announcers, the metrics/health HTTP server and the shutdown signal. The work
+//! happens in [`ferrolb_speaker::k8s::run`].
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use ferrolb_runtime::config::ClientMetrics;
+use ferrolb_speaker::k8s::{self, Options};
+use ferrolb_speaker::lifecycle;
 use ferrolb_speaker::membership::MemberlistConfig;
 use prometheus_client::registry::Registry;
 use tracing::{error, info};
@@ -12,8 +17,6 @@ use tracing::{error, info};
 use super::controller::{init_tracing, kube_client, shutdown_signal};
 use super::http;
 use crate::cli::SpeakerArgs;
-use crate::speaker::{self, Options};
-use ferrolb_runtime::config::ClientMetrics;
 
 pub fn run(args: &SpeakerArgs) -> ExitCode {
     init_tracing();
@@ -67,7 +70,7 @@ async fn run_async(args: &SpeakerArgs, opts: Options) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let mut registry = Registry::default();
     let metrics = ClientMetrics::register(&mut registry);
-    let announcers = crate::announce::announcers(&mut registry, &args.bgp_listen)?;
+    let announcers = lifecycle::announcers(&mut registry, &args.bgp_listen)?;
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(http::serve(
         args.metrics_addr,
@@ -76,10 +79,10 @@ async fn run_async(args: &SpeakerArgs, opts: Options) -> anyhow::Result<()> {
             ready: ready.clone(),
         },
     ));
-    let speaker = speaker::run(client, opts, metrics, ready, announcers, shutdown_signal());
+    let speaker = k8s::run(client, opts, metrics, ready, announcers, shutdown_signal());
     tokio::pin!(speaker);
     let result = tokio::select! {
-        r = &mut speaker => r,
+        r = &mut speaker => r.map_err(anyhow::Error::from),
         r = server => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow::Error::from(e).context(format!("--metrics-addr {}", args.metrics_addr))),

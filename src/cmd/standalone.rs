@@ -85,7 +85,7 @@ pub fn run(args: &StandaloneArgs) -> ExitCode {
         }
     }
     let mut registry = Registry::default();
-    let announcers = match crate::announce::announcers(&mut registry, &args.bgp_listen) {
+    let announcers = match ferrolb_speaker::lifecycle::announcers(&mut registry, &args.bgp_listen) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("standalone: cannot start the announcers: {e:#}");
