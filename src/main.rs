@@ -1,9 +1,7 @@
 //! The `ferrolb` binary: CLI parsing and process wiring only; the logic lives in the crates.
 
-mod announce;
 mod cli;
 mod cmd;
-mod speaker;
 mod standalone;
 
 use std::process::ExitCode;

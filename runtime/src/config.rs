@@ -1,11 +1,12 @@
 //! The configuration as both Kubernetes roles read it: the text of the ConfigMap's
-//! `data.config`, offered to the [`ConfigGate`], and what to do with the gate's verdict: log it
-//! (one line per problem, with its field path), set `metallb_k8s_client_config_*`, and the
-//! Warning Event's note for the role that publishes Events.
+//! `data.config`, offered to the [`ConfigGate`] ([`turn`]: when to offer and evaluate), and what
+//! to do with the gate's verdict: log it (one line per problem, with its field path), set
+//! `metallb_k8s_client_config_*`, and the Warning Event's note for the role that publishes Events.
 //!
 //! Must not: publish Events itself or decide anything the gate decides.
 
 use ferrolb_config::gate::{ConfigGate, ConfigVerdict, RefusalCause};
+use ferrolb_config::{Breakage, Config};
 use k8s_openapi::api::core::v1::ConfigMap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,6 +25,30 @@ pub fn config_text(cm: &ConfigMap) -> &str {
 /// The text parsed and offered to the gate.
 pub fn offer_text(gate: &mut ConfigGate, text: &str) {
     gate.offer(ferrolb_config::parse(text));
+}
+
+/// One turn of the gate, the same in both roles. A changed ConfigMap text (`new_text`) is offered
+/// and evaluated; without one, a refused candidate is evaluated again only when
+/// `services_changed` and a Service change could change its verdict. `breakages` gives, for a
+/// candidate, the addresses it would take from the Services as they are now. The verdict is
+/// logged ([`report`]) and the gauges set; the return is the Event to publish about it, if any.
+pub fn turn(
+    gate: &mut ConfigGate,
+    new_text: Option<&str>,
+    services_changed: bool,
+    breakages: impl FnOnce(&Config) -> Vec<Breakage>,
+    source: &str,
+    metrics: &ClientMetrics,
+) -> Option<ConfigEvent> {
+    match new_text {
+        Some(text) => offer_text(gate, text),
+        None if services_changed && gate.retry_on_service_change() => {}
+        None => return None,
+    }
+    let verdict = gate.evaluate(breakages);
+    let event = report(&verdict, source);
+    metrics.set_from(gate);
+    event
 }
 
 /// MetalLB's Kubernetes-client metrics, which both roles export.
@@ -154,5 +179,105 @@ mod tests {
         let again = gate.evaluate(|_| Vec::new());
         assert_eq!(report(&again, "ns/config"), None, "reported once");
         assert_eq!(report(&ConfigVerdict::Unchanged, "ns/config"), None);
+    }
+
+    const POOL_A: &str =
+        "address-pools:\n- {name: a, protocol: layer2, addresses: [192.0.2.0/28]}\n";
+    const POOL_B: &str =
+        "address-pools:\n- {name: b, protocol: layer2, addresses: [198.51.100.0/28]}\n";
+
+    fn breakage() -> Breakage {
+        Breakage {
+            service: ferrolb_config::ServiceKey::new("ns", "keeper"),
+            ip: "192.0.2.1".parse().expect("an address"),
+            reason: "outside every address pool of the new configuration".into(),
+        }
+    }
+
+    /// A turn without new text whose `breakages` would load the candidate: whether the gate
+    /// asked for them (evaluated) and the Event.
+    fn retry(
+        gate: &mut ConfigGate,
+        services_changed: bool,
+        m: &ClientMetrics,
+    ) -> (bool, Option<ConfigEvent>) {
+        let mut asked = false;
+        let ev = turn(
+            gate,
+            None,
+            services_changed,
+            |_| {
+                asked = true;
+                Vec::new()
+            },
+            "s",
+            m,
+        );
+        (asked, ev)
+    }
+
+    #[test]
+    fn a_turn_offers_new_text_and_retries_a_breaking_candidate_only_when_services_change() {
+        let m = ClientMetrics::default();
+        let mut gate = ConfigGate::default();
+        let reason = |ev: Option<ConfigEvent>| ev.map(|e| e.reason);
+        // Nothing offered, nothing to retry: no turn at all.
+        assert_eq!(retry(&mut gate, true, &m), (false, None));
+        assert_eq!(
+            reason(turn(
+                &mut gate,
+                Some(POOL_A),
+                false,
+                |_| Vec::new(),
+                "s",
+                &m
+            )),
+            Some("ConfigLoaded")
+        );
+        assert_eq!((m.config_loaded.get(), m.config_stale.get()), (1, 0));
+        // A candidate that takes an address away is refused, once.
+        let ev = turn(
+            &mut gate,
+            Some(POOL_B),
+            false,
+            |_| vec![breakage()],
+            "s",
+            &m,
+        );
+        assert_eq!(reason(ev), Some("ConfigStale"));
+        assert_eq!((m.config_loaded.get(), m.config_stale.get()), (1, 1));
+        // No Service changed: not evaluated again.
+        assert_eq!(retry(&mut gate, false, &m), (false, None));
+        // A Service changed: evaluated again; still breaking, not reported twice.
+        assert_eq!(
+            turn(&mut gate, None, true, |_| vec![breakage()], "s", &m),
+            None
+        );
+        assert!(gate.is_stale());
+        // The Service let go of the address: the candidate loads.
+        assert_eq!(
+            retry(&mut gate, true, &m),
+            (
+                true,
+                Some(ConfigEvent {
+                    warning: false,
+                    reason: "ConfigLoaded",
+                    note: "Configuration loaded".into()
+                })
+            )
+        );
+        assert_eq!((m.config_loaded.get(), m.config_stale.get()), (1, 0));
+        // An unparsable candidate is retried only when new text comes.
+        let ev = turn(
+            &mut gate,
+            Some("address-pools: 7"),
+            false,
+            |_| Vec::new(),
+            "s",
+            &m,
+        );
+        assert_eq!(reason(ev), Some("ConfigStale"));
+        assert_eq!(retry(&mut gate, true, &m), (false, None));
+        assert_eq!(m.config_stale.get(), 1);
     }
 }

@@ -1,9 +1,16 @@
 //! ferrolb-runtime: what both Kubernetes roles (controller and speaker) do the same way around
-//! their own decisions: reading the configuration text from the ConfigMap, acting on the config
-//! gate's verdict (log lines, metrics, the Event note), and the shells' shared plumbing.
+//! their own decisions: reading the configuration text from the ConfigMap and acting on the
+//! config gate's verdict ([`config`]), a Service object as a view ([`service`]), watch streams
+//! that restart and the caches fed by them ([`watch`], [`cache`]), coalescing bursts of events
+//! ([`debounce`]) and publishing Events ([`events`]).
 //!
 //! Must not: make decisions (the gate and the planners do, in `ferrolb-config` and the role
-//! crates), or know about ARP, BGP or the allocator.
+//! crates), know about ARP, BGP or the allocator, or depend on a role crate (the arrows go
+//! binary → roles → runtime → config).
 
+pub mod cache;
 pub mod config;
+pub mod debounce;
+pub mod events;
 pub mod service;
+pub mod watch;

@@ -6,6 +6,7 @@ mod config_render;
 mod controller;
 mod http;
 mod malloc;
+mod process;
 mod speaker;
 mod standalone;
 

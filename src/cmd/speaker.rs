@@ -1,23 +1,23 @@
-//! `ferrolb speaker`: process wiring for the Kubernetes speaker (client, announcers, membership
-//! settings, metrics/health HTTP, signals). The work happens in `crate::speaker::run`.
+//! `ferrolb speaker`: process wiring for the Kubernetes speaker: flags to
+//! [`ferrolb_speaker::k8s::Options`] and membership settings, the kube client, the announcers,
+//! the metrics registry and responder, the shutdown signal (`super::process`). The work happens
+//! in [`ferrolb_speaker::k8s::run`].
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use ferrolb_runtime::config::ClientMetrics;
+use ferrolb_speaker::k8s::{self, Options};
+use ferrolb_speaker::lifecycle;
 use ferrolb_speaker::membership::MemberlistConfig;
 use prometheus_client::registry::Registry;
-use tracing::{error, info};
 
-use super::controller::{init_tracing, kube_client, shutdown_signal};
-use super::http;
+use super::{http, process};
 use crate::cli::SpeakerArgs;
-use crate::speaker::{self, Options};
-use ferrolb_runtime::config::ClientMetrics;
 
 pub fn run(args: &SpeakerArgs) -> ExitCode {
-    init_tracing();
-    super::malloc::use_one_arena();
+    process::prepare();
     let membership = match args.ml_bind {
         Some(bind) => match MemberlistConfig::from_flags(
             &args.node_name,
@@ -35,17 +35,6 @@ pub fn run(args: &SpeakerArgs) -> ExitCode {
         },
         None => None,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("speaker: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let opts = Options {
         node: args.node_name.clone(),
         namespace: args.namespace.clone(),
@@ -54,40 +43,28 @@ pub fn run(args: &SpeakerArgs) -> ExitCode {
         membership,
         join_from_nodes: args.ml_join_nodes,
     };
-    match runtime.block_on(run_async(args, opts)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = format!("{e:#}"), "speaker failed");
-            ExitCode::from(1)
-        }
-    }
+    process::run("speaker", run_async(args, opts))
 }
 
 async fn run_async(args: &SpeakerArgs, opts: Options) -> anyhow::Result<()> {
-    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let client = process::kube_client(args.kubeconfig.as_deref()).await?;
     let mut registry = Registry::default();
     let metrics = ClientMetrics::register(&mut registry);
-    let announcers = crate::announce::announcers(&mut registry, &args.bgp_listen)?;
+    let announcers = lifecycle::announcers(&mut registry, &args.bgp_listen)?;
     let ready = Arc::new(AtomicBool::new(false));
-    let server = tokio::spawn(http::serve(
-        args.metrics_addr,
-        http::Endpoints {
-            registry: Arc::new(registry),
-            ready: ready.clone(),
-        },
-    ));
-    let speaker = speaker::run(client, opts, metrics, ready, announcers, shutdown_signal());
-    tokio::pin!(speaker);
-    let result = tokio::select! {
-        r = &mut speaker => r,
-        r = server => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::Error::from(e).context(format!("--metrics-addr {}", args.metrics_addr))),
-            Err(e) => Err(anyhow::Error::from(e).context("metrics server task")),
-        },
+    let endpoints = http::Endpoints {
+        registry: Arc::new(registry),
+        ready: ready.clone(),
     };
-    info!("speaker stopped");
-    result
+    let speaker = k8s::run(
+        client,
+        opts,
+        metrics,
+        ready,
+        announcers,
+        process::shutdown_signal(),
+    );
+    process::beside_metrics("speaker", args.metrics_addr, endpoints, speaker).await
 }
 
 #[cfg(test)]

@@ -1,16 +1,16 @@
-//! `ferrolb standalone`: process wiring (runtime, logging, announcers) for standalone mode; the
-//! work happens in `crate::standalone`.
+//! `ferrolb standalone`: process wiring for standalone mode: flags to [`Options`] and membership
+//! settings, the announcers, logging and the runtime (`super::process`). The work happens in
+//! `crate::standalone`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use ferrolb_speaker::membership::MemberlistConfig;
 use ferrolb_speaker::world::NodeInfo;
 use prometheus_client::registry::Registry;
-use tracing::error;
 
+use super::process;
 use crate::cli::StandaloneArgs;
 use crate::standalone::{self, Options};
 
@@ -29,14 +29,7 @@ fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 pub fn run(args: &StandaloneArgs) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
-    super::malloc::use_one_arena();
+    process::prepare();
     let labels = match args.node_labels.as_deref().map(parse_labels).transpose() {
         Ok(l) => l.unwrap_or_default(),
         Err(e) => {
@@ -56,17 +49,6 @@ pub fn run(args: &StandaloneArgs) -> ExitCode {
         poll: Duration::from_millis(500),
         membership: None,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("standalone: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let mut opts = opts;
     if let Some(bind) = args.ml_bind {
         match MemberlistConfig::from_flags(
@@ -85,20 +67,14 @@ pub fn run(args: &StandaloneArgs) -> ExitCode {
         }
     }
     let mut registry = Registry::default();
-    let announcers = match crate::announce::announcers(&mut registry, &args.bgp_listen) {
+    let announcers = match ferrolb_speaker::lifecycle::announcers(&mut registry, &args.bgp_listen) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("standalone: cannot start the announcers: {e:#}");
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(standalone::run(opts, announcers)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = format!("{e:#}"), "standalone failed");
-            ExitCode::from(1)
-        }
-    }
+    process::run("standalone", standalone::run(opts, announcers))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `ferrolb standalone`: allocation with no cluster. Reads a MetalLB-format config and Service
 //! manifests from files, polls both for changes, persists assignments in the `--state` file,
-//! prints each assignment on stdout and feeds every announcer the new world.
+//! prints each assignment on stdout and feeds every announcer the new world through the node
+//! lifecycle (`ferrolb_speaker::lifecycle`, as the Kubernetes speaker does).
 //!
 //! Must not: make allocation decisions (the controller's engine does, fed and read by [`sink`]).
 
@@ -11,12 +12,13 @@ use std::collections::BTreeSet;
 use std::hash::Hasher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_config::{ConfigError, ConfigErrors, ServiceKey};
-use ferrolb_speaker::membership::{MemberlistConfig, MemberlistMembership, Membership};
-use ferrolb_speaker::world::{Announcer, AssignedService, NodeInfo, Readiness, World};
+use ferrolb_speaker::lifecycle::Lifecycle;
+use ferrolb_speaker::membership::MemberlistConfig;
+use ferrolb_speaker::world::build;
+use ferrolb_speaker::world::{Announcer, NodeInfo, Readiness, World};
 use tracing::{info, warn};
 
 use ferrolb_controller::engine::Engine;
@@ -137,27 +139,21 @@ fn print(lines: &[String]) {
     let _ = out.flush();
 }
 
-/// The world the announcers get: every Service ferrolb serves that holds addresses.
+/// The world the announcers get: every Service ferrolb serves that holds addresses (built by
+/// the same steps as the Kubernetes speaker's), every endpoint counted ready.
 fn world(
     engine: &Engine<()>,
     class: &str,
     node: &NodeInfo,
     live: &BTreeSet<String>,
 ) -> Option<World> {
-    let config = engine.config()?.clone();
-    let assigned = engine
-        .planner()
-        .views()
-        .filter(|v| !v.ingress_ips.is_empty() && ferrolb_config::is_ours(v, class))
-        .map(|v| AssignedService::of(v, v.ingress_ips.clone()))
-        .collect();
-    Some(World {
-        config,
-        node: node.clone(),
-        services: assigned,
-        readiness: Readiness::AllReady,
-        live_nodes: live.clone(),
-    })
+    Some(build::world(
+        engine.config()?.clone(),
+        node.clone(),
+        build::assigned_views(engine.planner().views(), class),
+        Readiness::AllReady,
+        live.clone(),
+    ))
 }
 
 /// The assignments in force as the state file records them (addresses and pool), key order.
@@ -172,7 +168,7 @@ fn assignments(
 }
 
 /// Runs until SIGTERM/SIGINT.
-pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyhow::Result<()> {
+pub async fn run(opts: Options, announcers: Vec<Box<dyn Announcer>>) -> anyhow::Result<()> {
     let persisted = state::load(&opts.state)?;
     info!(
         state = %opts.state.display(),
@@ -185,24 +181,21 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
     let mut services_known = false;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(opts.poll);
-    let membership = match opts.membership.clone() {
-        Some(cfg) => Some(MemberlistMembership::start(cfg).await?),
+    let mut node = Lifecycle::new(announcers);
+    match opts.membership.clone() {
+        Some(cfg) => node.start_membership(cfg).await?,
         None => {
             info!(node = %opts.node.name, "membership off (no --ml-bind): only this node counts as alive");
-            None
         }
-    };
-    let mut live = match &membership {
-        Some(m) => m.live(),
-        None => tokio::sync::watch::channel(BTreeSet::from([opts.node.name.clone()])).1,
-    };
-    let mut live_nodes = live.borrow_and_update().clone();
+    }
+    let only_me = || BTreeSet::from([opts.node.name.clone()]);
+    let mut live_nodes = build::live_nodes(node.liveness(), only_me, None);
     let mut live_changed = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            Ok(()) = live.changed(), if membership.is_some() => {
-                live_nodes = live.borrow_and_update().clone();
+            () = node.live_changed() => {
+                live_nodes = build::live_nodes(node.liveness(), only_me, Some(&live_nodes));
                 live_changed = true;
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
@@ -256,21 +249,10 @@ pub async fn run(opts: Options, mut announcers: Vec<Box<dyn Announcer>>) -> anyh
         }
         print(&step.lines);
         if let Some(w) = world(&st.engine, &opts.class, &opts.node, &live_nodes) {
-            let w = Arc::new(w);
-            for a in &mut announcers {
-                a.apply(w.clone());
-            }
+            node.apply(w);
         }
     }
-    if let Some(m) = &membership {
-        if let Err(e) = m.leave().await {
-            warn!(error = %e, "membership: leave failed");
-        }
-    }
-    for a in &mut announcers {
-        info!(announcer = a.name(), "shutting down");
-        a.shutdown().await;
-    }
+    node.stop().await;
     Ok(())
 }
 

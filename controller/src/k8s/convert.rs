@@ -1,15 +1,14 @@
-//! What the controller keeps of a k8s-openapi `Service`: a compact [`ServiceView`] (read through
-//! `ferrolb_runtime::service`, where both roles read Services) and what it needs to write to it.
+//! The controller's compact copy of a Service: what it keeps of each watched Service (the
+//! mapping of a Service's fields to a [`ServiceView`] is `ferrolb_runtime::service`'s).
 //!
-//! Must not: decide anything. Unknown or malformed values are passed on raw (or dropped when they
-//! cannot be represented) so the allocator reports them.
+//! Must not: decide anything, or map a field differently from `ferrolb_runtime::service`.
 
 use std::collections::BTreeMap;
 
 use ferrolb_config::{ServiceKey, ServiceView};
 use k8s_openapi::api::core::v1::Service;
 
-pub use ferrolb_runtime::service::{service_key, service_view, ServiceMeta};
+pub use ferrolb_runtime::service::{service_key, ServiceMeta};
 
 /// Prefix of every annotation the allocator reads (`metallb.universe.tf/address-pool`,
 /// `.../loadBalancerIPs`, `.../allow-shared-ip`).
@@ -54,82 +53,31 @@ pub fn compact(svc: Service) -> (ServiceView, ServiceMeta) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrolb_config::{IpFamily, IpFamilyPolicy, ServicePort, TrafficPolicy};
-    use k8s_openapi::api::core::v1::{
-        LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus,
-    };
-    use kube::api::ObjectMeta;
+    use ferrolb_runtime::service::service_view;
     use std::collections::BTreeMap;
-    use std::net::IpAddr;
 
+    /// The Service of `ferrolb_runtime::service`'s tests, as the apiserver sends it.
     fn svc() -> Service {
-        Service {
-            metadata: ObjectMeta {
-                namespace: Some("ns".into()),
-                name: Some("web".into()),
-                annotations: Some(BTreeMap::from([(
-                    "metallb.universe.tf/allow-shared-ip".to_string(),
-                    "k".to_string(),
-                )])),
-                ..ObjectMeta::default()
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "namespace": "ns",
+                "name": "web",
+                "annotations": {"metallb.universe.tf/allow-shared-ip": "k"}
             },
-            spec: Some(ServiceSpec {
-                type_: Some("LoadBalancer".into()),
-                load_balancer_class: Some("ferrolb".into()),
-                ip_families: Some(vec!["IPv6".into(), "IPv4".into()]),
-                ip_family_policy: Some("RequireDualStack".into()),
-                cluster_ips: Some(vec!["2001:db8::1".into(), "198.51.100.9".into()]),
-                load_balancer_ip: Some(String::new()),
-                external_traffic_policy: Some("Local".into()),
-                selector: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
-                ports: Some(vec![k8s_openapi::api::core::v1::ServicePort {
-                    port: 80,
-                    protocol: Some("UDP".into()),
-                    ..Default::default()
-                }]),
-                ..ServiceSpec::default()
-            }),
-            status: Some(ServiceStatus {
-                load_balancer: Some(LoadBalancerStatus {
-                    ingress: Some(vec![
-                        LoadBalancerIngress {
-                            ip: Some("203.0.113.7".into()),
-                            ..Default::default()
-                        },
-                        LoadBalancerIngress {
-                            hostname: Some("lb.example".into()),
-                            ..Default::default()
-                        },
-                    ]),
-                }),
-                ..ServiceStatus::default()
-            }),
-        }
-    }
-
-    #[test]
-    fn converts_every_field_the_allocator_reads() {
-        let v = service_view(&svc());
-        assert_eq!(v.key, ServiceKey::new("ns", "web"));
-        assert!(v.is_load_balancer);
-        assert_eq!(v.load_balancer_class.as_deref(), Some("ferrolb"));
-        assert_eq!(v.ip_families, vec![IpFamily::V6, IpFamily::V4]);
-        assert_eq!(v.ip_family_policy, IpFamilyPolicy::RequireDualStack);
-        assert_eq!(v.cluster_ips.len(), 2);
-        assert_eq!(v.load_balancer_ip, None, "empty loadBalancerIP means none");
-        assert_eq!(v.external_traffic_policy, TrafficPolicy::Local);
-        assert_eq!(
-            v.ports,
-            vec![ServicePort {
-                protocol: "UDP".into(),
-                port: 80
-            }]
-        );
-        assert_eq!(
-            v.ingress_ips,
-            vec!["203.0.113.7".parse::<IpAddr>().unwrap()]
-        );
-        assert_eq!(v.annotations.len(), 1);
+            "spec": {
+                "type": "LoadBalancer",
+                "loadBalancerClass": "ferrolb",
+                "ipFamilies": ["IPv6", "IPv4"],
+                "ipFamilyPolicy": "RequireDualStack",
+                "clusterIPs": ["2001:db8::1", "198.51.100.9"],
+                "loadBalancerIP": "",
+                "externalTrafficPolicy": "Local",
+                "selector": {"app": "web"},
+                "ports": [{"port": 80, "protocol": "UDP"}]
+            },
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}, {"hostname": "lb.example"}]}}
+        }))
+        .expect("a valid Service")
     }
 
     #[test]
@@ -183,21 +131,5 @@ mod tests {
             expected.selector.clear();
             assert_eq!(view, expected, "everything else kept ({key:?})");
         }
-    }
-
-    #[test]
-    fn cluster_ip_service_is_not_a_load_balancer() {
-        let mut s = svc();
-        if let Some(spec) = s.spec.as_mut() {
-            spec.type_ = Some("ClusterIP".into());
-            spec.cluster_ips = None;
-            spec.cluster_ip = Some("198.51.100.3".into());
-        }
-        let v = service_view(&s);
-        assert!(!v.is_load_balancer);
-        assert_eq!(
-            v.cluster_ips,
-            vec!["198.51.100.3".parse::<IpAddr>().unwrap()]
-        );
     }
 }

@@ -25,12 +25,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_config::{ServiceKey, ServiceView};
-use futures::StreamExt;
+use ferrolb_runtime::debounce::Debounce;
+use ferrolb_runtime::watch::Watch;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::engine::Engine;
@@ -67,6 +69,8 @@ pub enum ControllerError {
         name: String,
         source: kube_lease_manager::LeaseManagerError,
     },
+    /// The task reading the watch stopped (it restarts the watch when it ends, so only a
+    /// panic stops it).
     #[error("the {what} watch ended unexpectedly")]
     WatchEnded { what: &'static str },
 }
@@ -80,12 +84,15 @@ pub async fn run(
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ControllerError> {
-    let (mut services_rx, services_task) = watch_services(Api::all(client.clone()));
-    let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), &opts.namespace);
+    let (mut services_rx, services_task) =
+        watch_services(Api::all(client.clone()), metrics.client.updates.clone());
     let cm_fields = format!("metadata.name={}", opts.config_map);
-    let mut cm_stream = watcher::watcher(cm_api, watcher::Config::default().fields(&cm_fields))
-        .default_backoff()
-        .boxed();
+    let mut config_map = Watch::of(
+        "ConfigMap",
+        metrics.client.updates.clone(),
+        Api::<ConfigMap>::namespaced(client.clone(), &opts.namespace),
+        watcher::Config::default().fields(&cm_fields),
+    );
     let (mut leader_rx, lease_task) = leader::start(client.clone(), &opts).await?;
 
     let mut state = State {
@@ -105,26 +112,18 @@ pub async fn run(
     // Events come in bursts (a Deployment of many Services, our own status writes echoed back by
     // the watch): gather them for a short moment and plan once for the whole burst, so the cost of
     // a burst of n events is one pass over the Services, not n.
-    let debounce = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(debounce);
-    let mut pending = false;
+    let mut debounce = Debounce::new(RECONCILE_DEBOUNCE);
     loop {
         let mut dirty = false;
         let mut run_now = false;
         tokio::select! {
             () = &mut shutdown => break,
-            () = &mut debounce, if pending => { pending = false; run_now = true; }
+            () = debounce.due() => { debounce.fire(); run_now = true; }
             ev = services_rx.recv() => {
                 let Some(ev) = ev else { return Err(ControllerError::WatchEnded { what: "Service" }) };
                 dirty = state.on_service_event(ev);
             }
-            ev = cm_stream.next() => {
-                let Some(ev) = ev else { return Err(ControllerError::WatchEnded { what: "ConfigMap" }) };
-                match ev {
-                    Ok(ev) => { dirty = state.on_config_event(ev); }
-                    Err(e) => warn!(error = %e, "ConfigMap watch error (retrying)"),
-                }
-            }
+            ev = config_map.next() => dirty = state.on_config_event(ev),
             changed = leader_rx.changed() => {
                 if changed.is_err() {
                     warn!("leader election task ended; standing down");
@@ -144,11 +143,8 @@ pub async fn run(
             state.services_synced && state.config_synced,
             Ordering::Relaxed,
         );
-        if dirty && !pending {
-            pending = true;
-            debounce
-                .as_mut()
-                .reset(tokio::time::Instant::now() + RECONCILE_DEBOUNCE);
+        if dirty {
+            debounce.arm(Instant::now());
         }
         if run_now && state.leader && state.services_synced && state.config_synced {
             // Take in what the Service watch has already delivered (deletions above all), so a
@@ -167,14 +163,8 @@ pub async fn run(
             // No pass while a re-list is half read (the drain may have started one): Services
             // deleted while the watch was down are only known to be gone once it completes (its
             // completion asks for a pass).
-            if !state.engine.is_listing() {
-                let again = state.reconcile_all().await;
-                if again && !pending {
-                    pending = true;
-                    debounce
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + RECONCILE_DEBOUNCE);
-                }
+            if !state.engine.is_listing() && state.reconcile_all().await {
+                debounce.arm(Instant::now());
             }
         }
     }
@@ -228,26 +218,21 @@ impl From<Event<Service>> for ServiceUpdate {
 /// loop waits on status writes. A pass that wrote thousands of statuses left the watch unread;
 /// the apiserver then sent nothing more on it until the watch timed out ~5 minutes later (seen
 /// at 10k Services). The channel is unbounded: what it holds is what the watch delivered and
-/// the main loop has not yet taken in, compact.
+/// the main loop has not yet taken in, compact. Each event is counted in `updates`.
 fn watch_services(
     api: Api<Service>,
+    updates: Counter,
 ) -> (
     mpsc::UnboundedReceiver<ServiceUpdate>,
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        let mut stream = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(ev) => {
-                    if tx.send(ServiceUpdate::from(ev)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => warn!(error = %e, "Service watch error (retrying)"),
+        let mut watch = Watch::of("Service", updates, api, watcher::Config::default());
+        loop {
+            let ev = watch.next().await;
+            if tx.send(ServiceUpdate::from(ev)).is_err() {
+                return;
             }
         }
     });
@@ -318,7 +303,6 @@ impl State {
     }
 
     fn on_service_event(&mut self, ev: ServiceUpdate) -> bool {
-        self.metrics.client.updates.inc();
         match ev {
             ServiceUpdate::ListStart => {
                 self.engine.start_list();
@@ -346,7 +330,6 @@ impl State {
     }
 
     fn on_config_event(&mut self, ev: Event<ConfigMap>) -> bool {
-        self.metrics.client.updates.inc();
         match ev {
             Event::Init | Event::InitApply(_) if self.config_synced => false,
             Event::Init => false,

@@ -5,28 +5,23 @@
 use std::net::IpAddr;
 
 use ferrolb_config::ServiceKey;
+use ferrolb_runtime::events::EventPublisher;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use serde_json::json;
-use tracing::warn;
 
 use crate::reconcile::StatusChange;
 
 /// The field manager name ferrolb writes with.
 pub const FIELD_MANAGER: &str = "ferrolb-controller";
 
-/// Status patches and Events for one controller process.
-///
-/// Events are created with a fresh [`Recorder`] each: kube's recorder caches every Event it
-/// published for six minutes (to count repeats as a series) and scans that cache on every publish,
-/// which for the burst of `IPAllocated` Events of 10k new Services costs ~10k cached Events and
-/// O(n²) work. The controller already emits each Event once per distinct outcome.
+/// Status patches and Events (`ferrolb_runtime::events`: a fresh `Recorder` per Event) for one
+/// controller process.
 #[derive(Clone)]
 pub struct Writer {
     client: Client,
-    reporter: Reporter,
+    events: EventPublisher,
 }
 
 impl std::fmt::Debug for Writer {
@@ -37,11 +32,8 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     pub fn new(client: Client, instance: String) -> Writer {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.to_string(),
-            instance: Some(instance),
-        };
-        Writer { client, reporter }
+        let events = EventPublisher::new(client.clone(), FIELD_MANAGER, instance);
+        Writer { client, events }
     }
 
     /// Apply a status change; returns the updated Service (None for [`StatusChange::Keep`]).
@@ -75,46 +67,14 @@ impl Writer {
         reason: &str,
         note: String,
     ) {
-        self.publish(reference, warning, reason, note).await;
+        self.events.publish(reference, warning, reason, note).await;
     }
 
     /// Publish an Event about the config ConfigMap; failures are logged, never fatal.
     pub async fn config_event(&self, cm: &ConfigMap, warning: bool, reason: &str, note: String) {
-        self.publish(&cm.object_ref(&()), warning, reason, note)
+        self.events
+            .publish(&cm.object_ref(&()), warning, reason, note)
             .await;
-    }
-
-    async fn publish(
-        &self,
-        reference: &ObjectReference,
-        warning: bool,
-        reason: &str,
-        note: String,
-    ) {
-        let mut note = note;
-        if note.len() > 1000 {
-            let mut cut = 990;
-            while !note.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            note.truncate(cut);
-            note.push_str(" ...");
-        }
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_string(),
-            note: Some(note),
-            action: reason.to_string(),
-            secondary: None,
-        };
-        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-        if let Err(e) = recorder.publish(&ev, reference).await {
-            warn!(reason, object = ?reference.name, error = %e, "could not publish Event");
-        }
     }
 }
 

@@ -1,8 +1,11 @@
 //! What a speaker knows about the cluster: the input to every announcement decision.
 //!
-//! Sources fill it in (the Kubernetes watchers, or standalone mode's files) and hand it to each
-//! announcer's `apply`; announcers derive what to announce from it with pure functions. Nothing
-//! here does I/O.
+//! Sources fill it in (the Kubernetes watchers, or standalone mode's files; [`build`] holds the
+//! pure steps that do not depend on the source) and hand it to each announcer's `apply` (through
+//! [`crate::lifecycle`]); announcers derive what to announce from it with pure functions.
+//! Nothing here does I/O.
+
+pub mod build;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
