@@ -364,14 +364,13 @@ fn note_failure(failed: &mut BTreeSet<ServiceKey>, key: &ServiceKey, outcome: &A
 
 #[cfg(test)]
 mod tests {
-    //! The incremental path against the full plan ([`crate::allocator::plan`], the restart path):
+    //! The incremental path against the full plan ([`crate::reconcile::plan`], the restart path):
     //! applying Service changes one pass at a time, with every decided status written back as the
     //! shell does, must end where a full plan of the final Services ends, and a restart then changes
     //! nothing.
 
     use super::*;
-    use crate::allocator::plan;
-    use crate::reconcile::{decide, StatusChange};
+    use crate::reconcile::{decide, plan, StatusChange};
     use ferrolb_config::service::annotations;
     use ferrolb_config::{IpFamily, IpFamilyPolicy, ServicePort};
     use proptest::prelude::*;

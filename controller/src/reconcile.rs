@@ -14,6 +14,8 @@ use std::net::IpAddr;
 
 use ferrolb_config::{Config, ServiceKey, ServiceView};
 
+use crate::allocator::{AllocError, Allocator, Assigned};
+
 pub use ferrolb_config::is_ours;
 
 /// What the allocator concluded for one Service.
@@ -245,6 +247,40 @@ pub struct Plan {
     pub allocations: BTreeMap<ServiceKey, Allocation>,
     /// pool name -> (addresses in use, usable addresses)
     pub pools: BTreeMap<String, (u64, u128)>,
+}
+
+impl From<Result<Assigned, AllocError>> for Allocation {
+    /// An allocator outcome in the form the Kubernetes shell uses.
+    fn from(r: Result<Assigned, AllocError>) -> Allocation {
+        match r {
+            Ok(Assigned { ips, pool }) => Allocation::Assigned {
+                ips: ips.to_vec(),
+                pool: pool.to_string(),
+            },
+            Err(e) => Allocation::Failed {
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// The fresh-start plan in the form the Kubernetes shell uses: every Service's outcome (restore
+/// first, then allocate, in key order) and pool usage.
+pub fn plan(config: &Config, class: &str, views: &[ServiceView]) -> Plan {
+    let (a, results) = Allocator::fresh(config.clone(), class, views);
+    let mut out = Plan::default();
+    for v in views {
+        if !a.serves(v) {
+            out.allocations.insert(v.key.clone(), Allocation::NotOurs);
+        }
+    }
+    for (k, r) in results {
+        out.allocations.insert(k.clone(), Allocation::from(r));
+    }
+    for u in a.usage() {
+        out.pools.insert(u.pool, (u.in_use, u.addresses_total));
+    }
+    out
 }
 
 #[cfg(test)]
