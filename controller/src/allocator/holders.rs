@@ -64,6 +64,7 @@ impl HolderMap {
     /// Adds `id` as a holder of the address of `family` whose value ([`to_u128`]) is `value`.
     /// With holders already there, `at` says where in their list `id` goes. Returns true when
     /// `id` is the first holder.
+    #[inline]
     pub(super) fn add_value(
         &mut self,
         family: IpFamily,
@@ -165,6 +166,7 @@ impl HolderMap {
 
 /// Puts `id` under `key` when the table has no entry for it (`None`); otherwise changes nothing
 /// and gives the entry there.
+#[inline]
 fn insert_or_get<K: Hash + Eq>(map: &mut HashMap<K, u32, Keyed>, key: K, id: Id) -> Option<u32> {
     match map.entry(key) {
         Entry::Vacant(v) => {

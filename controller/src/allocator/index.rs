@@ -42,8 +42,8 @@ impl RangeTable {
         t
     }
 
-    /// The first pool (config order) that may hand out `ip`.
-    #[inline]
+    /// The first pool (config order) that may hand out `ip`. Deliberately without `#[inline]`:
+    /// inlined into `set_config`'s loops it made refusing a change at 10k Services 7-9% slower.
     pub(super) fn pool_of(&self, pools: &[PoolIndex], ip: &IpAddr) -> Option<usize> {
         if self.overlapping {
             return pools.iter().position(|p| p.may_assign(ip));

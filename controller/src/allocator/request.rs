@@ -105,6 +105,7 @@ pub fn parse_request(v: &ServiceView) -> Result<Request, AllocError> {
 }
 
 /// The `allow-shared-ip` key of `v` (trimmed; empty means none).
+#[inline]
 pub(super) fn sharing_key(v: &ServiceView) -> Option<String> {
     v.annotations
         .get(annotations::ALLOW_SHARED_IP)
