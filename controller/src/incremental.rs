@@ -22,7 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ferrolb_config::{Breakage, Config, ServiceKey, ServiceView};
 
 use crate::allocator::Allocator;
-use crate::reconcile::{is_ours, Allocation};
+use crate::reconcile::Allocation;
+use ferrolb_config::is_ours;
 
 /// One Service as the planner keeps it: its view and whatever the shell needs to write to it
 /// (`M`: for Kubernetes, the uid and resourceVersion the Events refer to).
@@ -364,14 +365,13 @@ fn note_failure(failed: &mut BTreeSet<ServiceKey>, key: &ServiceKey, outcome: &A
 
 #[cfg(test)]
 mod tests {
-    //! The incremental path against the full plan ([`crate::allocator::plan`], the restart path):
+    //! The incremental path against the full plan ([`crate::reconcile::plan`], the restart path):
     //! applying Service changes one pass at a time, with every decided status written back as the
     //! shell does, must end where a full plan of the final Services ends, and a restart then changes
     //! nothing.
 
     use super::*;
-    use crate::allocator::plan;
-    use crate::reconcile::{decide, StatusChange};
+    use crate::reconcile::{decide, plan, StatusChange};
     use ferrolb_config::service::annotations;
     use ferrolb_config::{IpFamily, IpFamilyPolicy, ServicePort};
     use proptest::prelude::*;

@@ -11,10 +11,9 @@ use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ferrolb_config::{ServiceKey, ServiceView};
+use ferrolb_config::{Config, ServiceKey, ServiceView};
 
-// Re-exported while the allocator still imports it from here.
-pub use ferrolb_config::is_ours;
+use crate::allocator::{AllocError, Allocator, Assigned};
 
 /// What the allocator concluded for one Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +144,40 @@ pub struct Plan {
     pub allocations: BTreeMap<ServiceKey, Allocation>,
     /// pool name -> (addresses in use, usable addresses)
     pub pools: BTreeMap<String, (u64, u128)>,
+}
+
+impl From<Result<Assigned, AllocError>> for Allocation {
+    /// An allocator outcome in the form the Kubernetes shell uses.
+    fn from(r: Result<Assigned, AllocError>) -> Allocation {
+        match r {
+            Ok(Assigned { ips, pool }) => Allocation::Assigned {
+                ips: ips.to_vec(),
+                pool: pool.to_string(),
+            },
+            Err(e) => Allocation::Failed {
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// The fresh-start plan in the form the Kubernetes shell uses: every Service's outcome (restore
+/// first, then allocate, in key order) and pool usage.
+pub fn plan(config: &Config, class: &str, views: &[ServiceView]) -> Plan {
+    let (a, results) = Allocator::fresh(config.clone(), class, views);
+    let mut out = Plan::default();
+    for v in views {
+        if !a.serves(v) {
+            out.allocations.insert(v.key.clone(), Allocation::NotOurs);
+        }
+    }
+    for (k, r) in results {
+        out.allocations.insert(k.clone(), Allocation::from(r));
+    }
+    for u in a.usage() {
+        out.pools.insert(u.pool, (u.in_use, u.addresses_total));
+    }
+    out
 }
 
 #[cfg(test)]

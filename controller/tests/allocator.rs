@@ -13,8 +13,8 @@ use ferrolb_config::{
     Config, IpFamily, IpFamilyPolicy, ServiceKey, ServicePort, ServiceView, TrafficPolicy,
 };
 use ferrolb_controller::allocator::sharing::{compatible, SharingInfo};
-use ferrolb_controller::allocator::{plan, AllocError, Allocator};
-use ferrolb_controller::reconcile::Allocation;
+use ferrolb_controller::allocator::{AllocError, Allocator};
+use ferrolb_controller::reconcile::{plan, Allocation};
 use proptest::prelude::*;
 
 const CLASS: &str = "ferrolb";

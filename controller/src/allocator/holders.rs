@@ -61,14 +61,10 @@ impl HolderMap {
         }
     }
 
-    /// Adds `id` as a holder of `ip`. With holders already there, `at` says where in their list
-    /// `id` goes. Returns true when `id` is the first holder.
-    #[cfg(test)]
-    pub(super) fn add(&mut self, ip: &IpAddr, id: Id, at: impl FnOnce(&[Id]) -> usize) -> bool {
-        self.add_value(IpFamily::of(ip), to_u128(ip), id, at)
-    }
-
-    /// [`HolderMap::add`] of the address of `family` whose value ([`to_u128`]) is `value`.
+    /// Adds `id` as a holder of the address of `family` whose value ([`to_u128`]) is `value`.
+    /// With holders already there, `at` says where in their list `id` goes. Returns true when
+    /// `id` is the first holder.
+    #[inline]
     pub(super) fn add_value(
         &mut self,
         family: IpFamily,
@@ -170,6 +166,7 @@ impl HolderMap {
 
 /// Puts `id` under `key` when the table has no entry for it (`None`); otherwise changes nothing
 /// and gives the entry there.
+#[inline]
 fn insert_or_get<K: Hash + Eq>(map: &mut HashMap<K, u32, Keyed>, key: K, id: Id) -> Option<u32> {
     match map.entry(key) {
         Entry::Vacant(v) => {
@@ -201,9 +198,17 @@ impl<'a> Holding<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allocator::testkit::{config, view};
+    use crate::allocator::{AllocError, Allocator};
+    use ferrolb_config::ServiceKey;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// Adds `id` as a holder of `ip`, where `at` says.
+    fn add(h: &mut HolderMap, ip: &IpAddr, id: Id, at: impl FnOnce(&[Id]) -> usize) -> bool {
+        h.add_value(IpFamily::of(ip), to_u128(ip), id, at)
     }
 
     /// Where `id` goes in a sorted list.
@@ -216,10 +221,10 @@ mod tests {
         let mut h = HolderMap::default();
         let a = ip("192.0.2.1");
         assert_eq!(h.get(&a), Holding::None);
-        assert!(h.add(&a, 7, sorted(7)));
+        assert!(add(&mut h, &a, 7, sorted(7)));
         assert_eq!(h.get(&a), Holding::One(7));
-        assert!(!h.add(&a, 3, sorted(3)));
-        assert!(!h.add(&a, 5, sorted(5)));
+        assert!(!add(&mut h, &a, 3, sorted(3)));
+        assert!(!add(&mut h, &a, 5, sorted(5)));
         assert_eq!(h.get(&a).ids(), [3, 5, 7]);
         // Removing someone who does not hold it changes nothing.
         assert!(!h.remove(&a, 9));
@@ -232,8 +237,8 @@ mod tests {
         assert!(!h.remove(&a, 7));
         // The freed list is reused for the next shared address.
         let b = ip("2001:db8::1");
-        assert!(h.add(&b, 1, sorted(1)));
-        assert!(!h.add(&b, 2, sorted(2)));
+        assert!(add(&mut h, &b, 1, sorted(1)));
+        assert!(!add(&mut h, &b, 2, sorted(2)));
         assert_eq!(h.lists.len(), 1);
         assert_eq!(h.get(&b).ids(), [1, 2]);
     }
@@ -243,24 +248,60 @@ mod tests {
         let mut h = HolderMap::default();
         // 0.0.0.1 and ::1 are the same integer in different families.
         let (v4, v6) = (ip("0.0.0.1"), ip("::1"));
-        assert!(h.add(&v4, 1, sorted(1)));
-        assert!(h.add(&v6, 2, sorted(2)));
-        assert!(h.add(&ip("0.0.0.2"), 3, sorted(3)));
+        assert!(add(&mut h, &v4, 1, sorted(1)));
+        assert!(add(&mut h, &v6, 2, sorted(2)));
+        assert!(add(&mut h, &ip("0.0.0.2"), 3, sorted(3)));
         assert_eq!(h.get(&v4), Holding::One(1));
         assert_eq!(h.get(&v6), Holding::One(2));
         let mut all: Vec<IpAddr> = h.ips().collect();
         all.sort();
         assert_eq!(all, [ip("0.0.0.1"), ip("0.0.0.2"), ip("::1")]);
-        assert!(h.add(&ip("::2"), 4, sorted(4)));
-        assert!(h.add(&ip("2001:db8::1"), 5, sorted(5)));
-        assert!(h.add(&ip("255.0.0.1"), 6, sorted(6)));
+        assert!(add(&mut h, &ip("::2"), 4, sorted(4)));
+        assert!(add(&mut h, &ip("2001:db8::1"), 5, sorted(5)));
+        assert!(add(&mut h, &ip("255.0.0.1"), 6, sorted(6)));
         let got: Vec<IpAddr> = h.sorted_ips().collect();
         let mut want: Vec<IpAddr> = h.ips().collect();
         want.sort();
         assert_eq!(got, want);
         assert_eq!(got[0], ip("0.0.0.1"));
         // The largest id fits an entry and is not taken for a list.
-        assert!(h.add(&ip("198.51.100.1"), MAX_ID, sorted(MAX_ID)));
+        assert!(add(&mut h, &ip("198.51.100.1"), MAX_ID, sorted(MAX_ID)));
         assert_eq!(h.get(&ip("198.51.100.1")), Holding::One(MAX_ID));
+    }
+
+    #[test]
+    fn many_holders_stay_sorted_by_key_as_ids_are_reused() {
+        let mut a = Allocator::new(config(), "ferrolb");
+        let share = |n: u8, port: u16| {
+            let mut v = view(n, 0, 0, true, Some(8));
+            v.ports[0].port = port;
+            v
+        };
+        // s9 gets id 0, s3 id 1, s5 id 2: ids do not follow key order.
+        for (n, port) in [(9, 1), (3, 2), (5, 3)] {
+            assert!(a.allocate(&share(n, port)).is_ok());
+        }
+        let ip = IpAddr::from([192, 0, 2, 8]);
+        let keys = |a: &Allocator| -> Vec<String> {
+            a.holders
+                .get(&ip)
+                .ids()
+                .iter()
+                .map(|&i| a.services.key(i).name)
+                .collect()
+        };
+        assert_eq!(keys(&a), ["s3", "s5", "s9"]);
+        a.release(&ServiceKey::new("ns", "s3"));
+        assert_eq!(keys(&a), ["s5", "s9"]);
+        a.release(&ServiceKey::new("ns", "s9"));
+        assert!(matches!(a.holders.get(&ip), Holding::One(_)));
+        // s1 reuses a freed id and sorts first; a conflicting Service names the first holder.
+        assert!(a.allocate(&share(1, 4)).is_ok());
+        assert_eq!(keys(&a), ["s1", "s5"]);
+        let err = a.allocate(&share(7, 4)).map(|_| ());
+        assert!(
+            matches!(&err, Err(AllocError::SharingConflict { other, .. }) if other.name == "s1"),
+            "{err:?}"
+        );
     }
 }

@@ -97,16 +97,20 @@ pub fn parse_request(v: &ServiceView) -> Result<Request, AllocError> {
         Some(p) => Some(p.to_string()),
         None => None,
     };
-    let sharing_key = v
-        .annotations
-        .get(annotations::ALLOW_SHARED_IP)
-        .map(|k| k.trim().to_string())
-        .filter(|k| !k.is_empty());
     Ok(Request {
         ips,
         pool,
-        sharing_key,
+        sharing_key: sharing_key(v),
     })
+}
+
+/// The `allow-shared-ip` key of `v` (trimmed; empty means none).
+#[inline]
+pub(super) fn sharing_key(v: &ServiceView) -> Option<String> {
+    v.annotations
+        .get(annotations::ALLOW_SHARED_IP)
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
 }
 
 #[cfg(test)]

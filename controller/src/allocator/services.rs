@@ -236,23 +236,37 @@ impl Services {
     pub(super) fn slots_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
         self.chunks.iter_mut().flatten().flatten()
     }
-
-    /// Tests: slots handed out so far and the free ids among them.
-    #[cfg(test)]
-    pub(super) fn ids_used(&self) -> (usize, &[Id]) {
-        (self.used, &self.free_ids)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allocator::testkit::{config, view};
+    use crate::allocator::{Allocator, Assigned, Ips, PoolName};
+    use proptest::prelude::*;
+
+    /// An empty slot.
+    fn empty() -> Slot {
+        Slot::new(
+            Assigned {
+                ips: Ips::new(),
+                pool: PoolName::from("p"),
+            },
+            None,
+            None,
+        )
+    }
+
+    /// Slots handed out so far and the free ids among them.
+    fn ids_used(s: &Services) -> (usize, &[Id]) {
+        (s.used, &s.free_ids)
+    }
 
     #[test]
     fn released_keys_are_squeezed_out_and_the_rest_still_found() {
         let mut s = Services::default();
         let key = |i: usize| ServiceKey::new(format!("ns-{}", i % 7), format!("svc-{i:05}"));
-        let slot = || Slot::for_tests();
+        let slot = empty;
         let ids: Vec<Id> = (0..20_000)
             .map(|i| s.insert(&key(i), s.hashed(&key(i)), slot()))
             .collect();
@@ -288,7 +302,7 @@ mod tests {
             .map(|i| s.insert(&key(i), s.hashed(&key(i)), slot()))
             .collect();
         assert!(again.iter().all(|id| (*id as usize) < 20_000));
-        assert_eq!(s.ids_used().0, 20_000);
+        assert_eq!(ids_used(&s).0, 20_000);
         for (i, id) in (50_000..50_100).zip(&again) {
             assert_eq!(s.id(&key(i)), Some(*id));
         }
@@ -300,11 +314,73 @@ mod tests {
         let mut s = Services::default();
         // "ab"+"c" and "a"+"bc" share their text: the split tells them apart.
         let (kx, ky) = (ServiceKey::new("ab", "c"), ServiceKey::new("a", "bc"));
-        let x = s.insert(&kx, s.hashed(&kx), Slot::for_tests());
-        let y = s.insert(&ky, s.hashed(&ky), Slot::for_tests());
+        let x = s.insert(&kx, s.hashed(&kx), empty());
+        let y = s.insert(&ky, s.hashed(&ky), empty());
         assert_ne!(x, y);
         assert_eq!(s.id(&ServiceKey::new("ab", "c")), Some(x));
         assert_eq!(s.id(&ServiceKey::new("a", "bc")), Some(y));
         assert_eq!(s.key_parts(y), ("a", "bc"));
+    }
+
+    #[test]
+    fn ids_are_reused_after_release_and_keys_stay_distinct() {
+        let mut a = Allocator::new(config(), "ferrolb");
+        let (x, y) = (view(1, 0, 0, false, None), view(2, 0, 0, false, None));
+        let ax = a.allocate(&x).ok();
+        let ay = a.allocate(&y).ok();
+        assert!(ax.is_some() && ay.is_some());
+        assert_eq!(ids_used(&a.services), (2, &[][..]));
+        assert_eq!(a.release(&x.key), ax);
+        assert_eq!(ids_used(&a.services), (2, &[0][..]));
+        assert_eq!(a.assignment(&x.key), None);
+        // A new Service takes the freed id; the old key does not come back with it.
+        let z = view(3, 0, 0, false, None);
+        let az = a.allocate(&z).ok();
+        assert!(az.is_some());
+        assert_eq!(ids_used(&a.services), (2, &[][..]));
+        assert_eq!(a.services.id(&z.key), Some(0));
+        assert_eq!(a.assignment(&x.key), None);
+        assert_eq!(a.assignment(&y.key), ay.as_ref());
+        assert_eq!(a.assignment(&z.key), az.as_ref());
+        assert_eq!(a.len(), 2);
+        // Releasing what is not held changes nothing.
+        assert_eq!(a.release(&x.key), None);
+        assert_eq!(a.len(), 2);
+    }
+
+    proptest! {
+        /// Whatever the allocator is asked, every id handed out is either live (found under its
+        /// key) or free, never both, and the live ones are exactly the Services holding addresses.
+        #[test]
+        fn every_id_is_live_or_free(
+            ops in proptest::collection::vec((0u8..4, 0u8..16, 0u8..3, proptest::bool::weighted(0.3), 0u8..12), 1..80),
+        ) {
+            let mut a = Allocator::new(config(), "ferrolb");
+            for (op, n, policy, share, r) in ops {
+                let mut v = view(n, n % 2, policy, share, (r < 4).then_some(r));
+                match op {
+                    0 | 1 => {
+                        let _ = a.allocate(&v);
+                    }
+                    2 => {
+                        a.release(&v.key);
+                    }
+                    _ => {
+                        v.ingress_ips = vec![std::net::IpAddr::from([192, 0, 2, r % 8])];
+                        let _ = a.restore(&v);
+                    }
+                }
+                let s = &a.services;
+                let (used, free) = ids_used(s);
+                let live: Vec<Id> = s.iter().map(|(id, _)| id).collect();
+                prop_assert_eq!(live.len() + free.len(), used);
+                prop_assert!(free.iter().all(|id| s.slot(*id).is_none()));
+                prop_assert_eq!(live.len(), s.len());
+                for id in live {
+                    prop_assert_eq!(s.id(&s.key(id)), Some(id));
+                }
+                prop_assert_eq!(a.assignments().len(), a.len());
+            }
+        }
     }
 }
