@@ -2,7 +2,6 @@
 
 mod cli;
 mod cmd;
-mod standalone;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,6 @@
 //! `ferrolb standalone`: process wiring for standalone mode: flags to [`Options`] and membership
 //! settings, the announcers, logging and the runtime (`super::process`). The work happens in
-//! `crate::standalone`.
+//! `ferrolb_standalone`.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 
 use super::process;
 use crate::cli::StandaloneArgs;
-use crate::standalone::{self, Options};
+use ferrolb_standalone::{self as standalone, Options};
 
 /// Parses `k=v,k2=v2`.
 fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
@@ -74,7 +74,11 @@ pub fn run(args: &StandaloneArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    process::run("standalone", standalone::run(opts, announcers))
+    process::run("standalone", async move {
+        standalone::run(opts, announcers)
+            .await
+            .map_err(anyhow::Error::new)
+    })
 }
 
 #[cfg(test)]

@@ -5,13 +5,13 @@
 //!
 //! Must not: make allocation decisions (the controller's engine does, fed and read by [`sink`]).
 
+mod files;
 mod sink;
 pub mod state;
 
 use std::collections::BTreeSet;
-use std::hash::Hasher;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrolb_config::{ConfigError, ConfigErrors, ServiceKey};
@@ -22,6 +22,7 @@ use ferrolb_speaker::world::{Announcer, NodeInfo, Readiness, World};
 use tracing::{info, warn};
 
 use ferrolb_controller::engine::Engine;
+use files::Watched;
 
 /// Options of `ferrolb standalone`.
 #[derive(Debug, Clone)]
@@ -34,100 +35,6 @@ pub struct Options {
     pub poll: Duration,
     /// Memberlist settings; `None`: this node counts only itself as alive.
     pub membership: Option<MemberlistConfig>,
-}
-
-/// What a watched file held when last read: a fingerprint of the content, not the content (a
-/// 10k-Service file is ~2 MB; polling it then costs a streamed hash and no allocation).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Fingerprint {
-    /// Length and two independently seeded 64-bit SipHashes of the bytes.
-    Content { len: u64, hash: [u64; 2] },
-    /// The read failed with this message.
-    Error(String),
-}
-
-/// Hashes a byte stream fed in any chunking (`Hasher::write` is a stream).
-#[derive(Debug)]
-struct ContentHasher {
-    len: u64,
-    h: [std::hash::DefaultHasher; 2],
-}
-
-impl ContentHasher {
-    fn new() -> Self {
-        let mut h = [
-            std::hash::DefaultHasher::new(),
-            std::hash::DefaultHasher::new(),
-        ];
-        h[1].write_u8(1);
-        ContentHasher { len: 0, h }
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.len += bytes.len() as u64;
-        for h in &mut self.h {
-            h.write(bytes);
-        }
-    }
-
-    fn finish(&self) -> Fingerprint {
-        Fingerprint::Content {
-            len: self.len,
-            hash: [self.h[0].finish(), self.h[1].finish()],
-        }
-    }
-}
-
-fn read_error(path: &Path, e: &std::io::Error) -> String {
-    format!("{}: {e}", path.display())
-}
-
-/// The fingerprint of `path`'s content, read in 64 KiB pieces.
-fn fingerprint_file(path: &Path) -> Fingerprint {
-    let mut f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => return Fingerprint::Error(read_error(path, &e)),
-    };
-    let mut hasher = ContentHasher::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match std::io::Read::read(&mut f, &mut buf) {
-            Ok(0) => return hasher.finish(),
-            Ok(n) => hasher.write(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Fingerprint::Error(read_error(path, &e)),
-        }
-    }
-}
-
-/// A watched file: the fingerprint of its last content.
-#[derive(Debug, Default)]
-struct Watched {
-    last: Option<Fingerprint>,
-}
-
-impl Watched {
-    /// The new content (or read error) when it differs from the last one seen.
-    fn changed(&mut self, path: &Path) -> Option<Result<String, String>> {
-        if self.last.as_ref() == Some(&fingerprint_file(path)) {
-            return None;
-        }
-        let now = std::fs::read_to_string(path).map_err(|e| read_error(path, &e));
-        let seen = match &now {
-            Ok(text) => {
-                let mut h = ContentHasher::new();
-                h.write(text.as_bytes());
-                h.finish()
-            }
-            Err(e) => Fingerprint::Error(e.clone()),
-        };
-        // Compared again: the file may have changed back between the two reads.
-        if self.last.as_ref() == Some(&seen) {
-            return None;
-        }
-        self.last = Some(seen);
-        Some(now)
-    }
 }
 
 fn print(lines: &[String]) {
@@ -167,8 +74,22 @@ fn assignments(
         .filter_map(move |v| Some((&v.key, alloc?.assignment(&v.key)?)))
 }
 
+/// Why standalone mode could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("cannot handle SIGTERM: {0}")]
+    Signal(std::io::Error),
+    #[error(transparent)]
+    Membership(#[from] ferrolb_speaker::membership::MembershipError),
+}
+
 /// Runs until SIGTERM/SIGINT.
-pub async fn run(opts: Options, announcers: Vec<Box<dyn Announcer>>) -> anyhow::Result<()> {
+pub async fn run(
+    opts: Options,
+    announcers: Vec<Box<dyn Announcer>>,
+) -> Result<(), StandaloneError> {
     let persisted = state::load(&opts.state)?;
     info!(
         state = %opts.state.display(),
@@ -179,7 +100,8 @@ pub async fn run(opts: Options, announcers: Vec<Box<dyn Announcer>>) -> anyhow::
     let mut config_file = Watched::default();
     let mut services_file = Watched::default();
     let mut services_known = false;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(StandaloneError::Signal)?;
     let mut tick = tokio::time::interval(opts.poll);
     let mut node = Lifecycle::new(announcers);
     match opts.membership.clone() {
@@ -244,7 +166,7 @@ pub async fn run(opts: Options, announcers: Vec<Box<dyn Announcer>>) -> anyhow::
         // Persist before printing: a printed assignment survives a crash.
         if step.changed {
             if let Err(e) = state::save(&opts.state, assignments(&st.engine)) {
-                warn!(error = format!("{e:#}"), "cannot persist assignments");
+                warn!(error = %e, "cannot persist assignments");
             }
         }
         print(&step.lines);
@@ -254,63 +176,4 @@ pub async fn run(opts: Options, announcers: Vec<Box<dyn Announcer>>) -> anyhow::
     }
     node.stop().await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_fingerprint_does_not_depend_on_read_sizes() {
-        let dir = tempfile_dir();
-        let path = dir.join("f");
-        // Longer than one read buffer, odd length.
-        let text: String = (0..30_001).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&path, &text).unwrap();
-        let mut h = ContentHasher::new();
-        for chunk in text.as_bytes().chunks(7) {
-            h.write(chunk);
-        }
-        assert_eq!(fingerprint_file(&path), h.finish());
-        let mut other = ContentHasher::new();
-        other.write(b"x");
-        assert_ne!(other.finish(), h.finish());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn watched_reports_each_change_once() {
-        let dir = tempfile_dir();
-        let path = dir.join("services.yaml");
-        let mut w = Watched::default();
-        let first = w.changed(&path).unwrap();
-        assert!(first.unwrap_err().contains("services.yaml"));
-        assert!(
-            w.changed(&path).is_none(),
-            "the same error is not reported twice"
-        );
-        std::fs::write(&path, "a").unwrap();
-        assert_eq!(w.changed(&path), Some(Ok("a".to_string())));
-        assert!(w.changed(&path).is_none());
-        std::fs::write(&path, "b").unwrap();
-        assert_eq!(w.changed(&path), Some(Ok("b".to_string())));
-        std::fs::write(&path, "b").unwrap();
-        assert!(
-            w.changed(&path).is_none(),
-            "rewritten with the same content"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "ferrolb-standalone-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
 }

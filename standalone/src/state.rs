@@ -9,45 +9,66 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use anyhow::Context;
 use ferrolb_config::ServiceKey;
 use ferrolb_controller::allocator::Assigned;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 use std::io::Write;
 
+/// Why the state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("--state {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("--state {path}: {reason}")]
+    Format { path: String, reason: String },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
 /// Reads the state file; a missing file is an empty state.
-pub fn load(path: &Path) -> anyhow::Result<BTreeMap<ServiceKey, Vec<IpAddr>>> {
+pub fn load(path: &Path) -> Result<BTreeMap<ServiceKey, Vec<IpAddr>>, StateError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(e).with_context(|| format!("--state {}", path.display())),
+        Err(e) => return Err(io_error(path)(e)),
     };
-    parse(&text).with_context(|| format!("--state {}", path.display()))
+    parse(&text).map_err(|reason| StateError::Format {
+        path: path.display().to_string(),
+        reason,
+    })
 }
 
-/// Parses the state file's text.
-pub fn parse(text: &str) -> anyhow::Result<BTreeMap<ServiceKey, Vec<IpAddr>>> {
-    let v: Value = serde_json::from_str(text)?;
+/// Parses the state file's text; the error says which entry is wrong.
+pub fn parse(text: &str) -> Result<BTreeMap<ServiceKey, Vec<IpAddr>>, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
     let Some(map) = v.get("assignments").and_then(Value::as_object) else {
-        anyhow::bail!("no \"assignments\" object");
+        return Err("no \"assignments\" object".to_string());
     };
     for (k, entry) in map {
         let Some((ns, name)) = k.split_once('/') else {
-            anyhow::bail!("assignment key {k:?} is not namespace/name");
+            return Err(format!("assignment key {k:?} is not namespace/name"));
         };
         let ips = entry
             .get("ips")
             .and_then(Value::as_array)
-            .with_context(|| format!("assignment {k:?} has no \"ips\" list"))?
+            .ok_or_else(|| format!("assignment {k:?} has no \"ips\" list"))?
             .iter()
             .map(|ip| {
                 ip.as_str()
                     .and_then(|s| s.parse::<IpAddr>().ok())
-                    .with_context(|| format!("assignment {k:?}: bad address {ip}"))
+                    .ok_or_else(|| format!("assignment {k:?}: bad address {ip}"))
             })
-            .collect::<anyhow::Result<Vec<IpAddr>>>()?;
+            .collect::<Result<Vec<IpAddr>, String>>()?;
         out.insert(ServiceKey::new(ns, name), ips);
     }
     Ok(out)
@@ -92,7 +113,7 @@ impl Serialize for Entry<'_> {
 fn write<'a, W: Write>(
     w: W,
     assignments: impl Iterator<Item = (&'a ServiceKey, &'a Assigned)>,
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     let mut ser =
         serde_json::Serializer::with_formatter(w, serde_json::ser::PrettyFormatter::new());
     let mut top = ser.serialize_map(Some(2))?;
@@ -125,18 +146,21 @@ pub fn render<'a>(assignments: impl Iterator<Item = (&'a ServiceKey, &'a Assigne
 pub fn save<'a>(
     path: &Path,
     assignments: impl Iterator<Item = (&'a ServiceKey, &'a Assigned)>,
-) -> anyhow::Result<()> {
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("--state {} has no file name", path.display()))?
-        .to_string_lossy()
-        .to_string();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    write(std::io::BufWriter::new(file), assignments)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+) -> Result<(), StateError> {
+    let Some(file_name) = path.file_name() else {
+        return Err(StateError::Format {
+            path: path.display().to_string(),
+            reason: "has no file name".to_string(),
+        });
+    };
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let file = std::fs::File::create(&tmp).map_err(io_error(&tmp))?;
+    write(std::io::BufWriter::new(file), assignments).map_err(io_error(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_error(path))?;
     Ok(())
 }
 
