@@ -6,7 +6,7 @@
 #
 # Runs as uid/gid 65534 (nobody) by default, which is what the controller uses. The speaker needs
 # CAP_NET_RAW for ARP/NDP, and Kubernetes grants added capabilities only to uid 0, so
-# manifests/speaker.yaml sets runAsUser: 0 with every other capability dropped, a read-only root
+# manifests/base/speaker.yaml sets runAsUser: 0 with every other capability dropped, a read-only root
 # filesystem and allowPrivilegeEscalation: false.
 #
 # Without a Docker engine, e2e/image/build-image.sh (`make image`) builds the same image with

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Measure the memory of `ferrolb controller` against the test kube-apiserver, to size the
-# Deployment's requests/limits (manifests/controller.yaml). Needs kubectl (any recent client).
+# Deployment's requests/limits (manifests/base/controller.yaml). Needs kubectl (any recent client).
 #
 # Usage: e2e/k8s/measure-controller-rss.sh [BINARY] [N...]
 #   BINARY: the ferrolb to measure (default target/x86_64-unknown-linux-musl/release/ferrolb,

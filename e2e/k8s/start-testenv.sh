@@ -5,7 +5,7 @@
 #   STATE_DIR (created; default a fresh directory under /dev/shm) receives etcd's data, the
 #   certificates, the static token, the logs, the PIDs and `kubeconfig` (admin), plus
 #   `kubeconfig-controller` / `kubeconfig-speaker` that authenticate as the ServiceAccounts
-#   metallb-system/controller and metallb-system/speaker (bind them with manifests/rbac.yaml).
+#   metallb-system/controller and metallb-system/speaker (bind them with manifests/base/rbac.yaml).
 # Ports: $ETCD_PORT, $ETCD_PEER_PORT, $APISERVER_PORT if set, else free ports picked here.
 # $SERVICE_CIDR: the Service cluster IP range (default 198.51.100.0/24, room for 254 Services).
 # $APISERVER_FLAGS: extra kube-apiserver flags (word-split; e.g. --v=1).
@@ -53,7 +53,7 @@ openssl rsa -in "${PKI}/sa.key" -pubout -out "${PKI}/sa.pub" 2>/dev/null
 TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 echo "${TOKEN},ferrolb-test-admin,ferrolb-test-admin,system:masters" >"${PKI}/tokens.csv"
 echo "${TOKEN}" >"${STATE}/token"
-# Tokens that authenticate as the ServiceAccounts of manifests/rbac.yaml, so tests can run the
+# Tokens that authenticate as the ServiceAccounts of manifests/base/rbac.yaml, so tests can run the
 # binaries with exactly the permissions a cluster would give them (kubeconfig-<name>).
 for sa in controller speaker; do
   t="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"

@@ -76,7 +76,7 @@ mod tests {
     /// The DaemonSet's `args:` (with `$(VAR)` filled in) parse as `ferrolb speaker` flags.
     #[test]
     fn manifest_args_are_the_flags_we_implement() {
-        let manifest = include_str!("../../manifests/speaker.yaml");
+        let manifest = include_str!("../../manifests/base/speaker.yaml");
         let block = manifest
             .split("        args:\n")
             .nth(1)
@@ -96,7 +96,7 @@ mod tests {
             "{args:?}"
         );
         let cli = Cli::try_parse_from(std::iter::once("ferrolb".to_string()).chain(args))
-            .unwrap_or_else(|e| panic!("manifests/speaker.yaml args: {e}"));
+            .unwrap_or_else(|e| panic!("manifests/base/speaker.yaml args: {e}"));
         let Command::Speaker(s) = cli.command else {
             panic!("not the speaker subcommand");
         };

@@ -96,10 +96,9 @@ impl SpeakerLab {
     /// speaker runs as the ServiceAccount `metallb-system/speaker`.
     pub async fn new(env: &TestEnv, n: usize) -> anyhow::Result<SpeakerLab> {
         crate::netns::remove_stale();
-        let manifests = crate::workspace_root().join("manifests");
-        env.apply_manifest(&manifests.join("namespace.yaml"))
-            .await?;
-        env.apply_manifest(&manifests.join("rbac.yaml")).await?;
+        let base = crate::workspace_root().join("manifests").join("base");
+        env.apply_manifest(&base.join("namespace.yaml")).await?;
+        env.apply_manifest(&base.join("rbac.yaml")).await?;
         env.namespace(APPS).await?;
         let dir = env.state_dir().to_path_buf();
         let port = apiserver_port(env.kubeconfig())?;

@@ -172,7 +172,7 @@ impl Drop for TestEnv {
 
 impl TestEnv {
     /// A kubeconfig that authenticates as the ServiceAccount `metallb-system/<name>`
-    /// (`controller` or `speaker`), with no permissions until `manifests/rbac.yaml` is applied.
+    /// (`controller` or `speaker`), with no permissions until `manifests/base/rbac.yaml` is applied.
     pub fn service_account_kubeconfig(&self, name: &str) -> PathBuf {
         self.state.join(format!("kubeconfig-{name}"))
     }
@@ -219,7 +219,8 @@ impl TestEnv {
     }
 
     /// Server-side apply, in order, every file listed under `resources:` in
-    /// `dir/kustomization.yaml` (plain files only; no overlays, patches or generators).
+    /// `dir/kustomization.yaml` (plain files, also in subdirectories; no overlays, patches or
+    /// generators).
     /// Returns the number of objects applied.
     pub async fn apply_kustomization(&self, dir: &Path) -> anyhow::Result<usize> {
         #[derive(Deserialize)]

@@ -1,6 +1,6 @@
 //! BIRD against `ferrolb standalone`: four sessions' attributes, MD5 right and wrong,
 //! withdrawal, re-announcement after BIRD restarts, the hold timer; and the speaker with only
-//! CAP_NET_RAW (manifests/speaker.yaml) answering ARP and keying BGP with MD5.
+//! CAP_NET_RAW (manifests/base/speaker.yaml) answering ARP and keying BGP with MD5.
 
 use std::fs;
 use std::process::Child;
@@ -131,7 +131,7 @@ fn bird_sessions_attributes_md5_withdraw_restart_and_hold_timer() -> Result<()> 
     Ok(())
 }
 
-/// The speaker's privileges in manifests/speaker.yaml: uid 0 with only CAP_NET_RAW (a
+/// The speaker's privileges in manifests/base/speaker.yaml: uid 0 with only CAP_NET_RAW (a
 /// container runtime leaves exactly the bounding set as the effective set of a root process).
 /// ferrolb run that way answers ARP for a layer2 address and brings up an MD5-keyed BGP session
 /// with its `source-address`, so it needs no NET_ADMIN.

@@ -63,7 +63,7 @@ fn kustomize_build(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Resu
 /// selectors are MetalLB 0.12's, and select their own templates.
 #[test]
 fn manifests_metallb_selectors_pick_the_controller_or_the_speaker_pods() -> anyhow::Result<()> {
-    let manifests = ferrolb_e2e::workspace_root().join("manifests");
+    let manifests = ferrolb_e2e::workspace_root().join("manifests").join("base");
     let mut templates = BTreeMap::new();
     for (file, kind, component) in [
         ("controller.yaml", "Deployment", "controller"),
@@ -137,7 +137,7 @@ async fn manifests_metallb_apply_over_metallb_0_12_workloads_in_place() -> anyho
     }
     let env = TestEnv::start().await?;
     let manifests = ferrolb_e2e::workspace_root().join("manifests");
-    env.apply_manifest(&manifests.join("namespace.yaml"))
+    env.apply_manifest(&manifests.join("base").join("namespace.yaml"))
         .await?;
     // The workload shapes of MetalLB 0.12's manifest: names, namespace, labels and selectors.
     let metallb = env.state_dir().join("metallb-0.12-workloads.yaml");
@@ -177,7 +177,7 @@ async fn manifests_metallb_apply_over_metallb_0_12_workloads_in_place() -> anyho
     Ok(())
 }
 
-/// Konvoy's addon namespace: `overlays/kubeaddons` built with `kubectl kustomize` and applied
+/// Konvoy's addon namespace: `manifests/overlays/kubeaddons` built with `kubectl kustomize` and applied
 /// server-side like the base; everything lands in `kubeaddons` and the processes take that
 /// namespace from their pods. The page's reload command, run with kubectl against pods made from
 /// the two templates, deletes exactly the controller's. Then `ferrolb controller --namespace
@@ -199,7 +199,10 @@ async fn manifests_kubeaddons_overlay_applies_and_the_controller_assigns_from_th
     let ns = "kubeaddons";
 
     let built = env.state_dir().join("kubeaddons.yaml");
-    let text = kustomize_build(&root.join("overlays").join("kubeaddons"), &built)?;
+    let text = kustomize_build(
+        &root.join("manifests").join("overlays").join("kubeaddons"),
+        &built,
+    )?;
     assert!(
         !text.contains("metallb-system"),
         "the overlay left metallb-system behind:\n{text}"

@@ -31,7 +31,10 @@ fn expect_forbidden<T: std::fmt::Debug>(
 /// The memory figure `limits.memory` of the first container in a manifest, in bytes
 /// (`Mi` / `Gi` suffixes, as the manifests write them).
 fn manifest_memory_limit(file: &str) -> anyhow::Result<u64> {
-    let path = ferrolb_e2e::workspace_root().join("manifests").join(file);
+    let path = ferrolb_e2e::workspace_root()
+        .join("manifests")
+        .join("base")
+        .join(file);
     let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
     let limit = doc["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
         .as_str()
@@ -128,8 +131,9 @@ async fn manifests_apply_and_the_controller_works_with_its_service_account_token
     let kubeconfig = env.token_request_kubeconfig(ns, "controller").await?;
     // The Deployment's own args, except the two the harness sets (namespace, and a loopback
     // metrics address instead of 0.0.0.0:7472).
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(manifests.join("controller.yaml"))?)?;
+    let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
+        manifests.join("base").join("controller.yaml"),
+    )?)?;
     let mut args: Vec<String> = doc["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_sequence()
         .context("controller.yaml: no args")?
@@ -406,5 +410,38 @@ async fn manifests_give_the_speaker_what_it_reads_and_writes_and_nothing_else() 
             )
             .await,
     )?;
+    Ok(())
+}
+
+/// `kubectl apply -k manifests/` lists the files of `manifests/base` one by one (kubectl's
+/// built-in kustomize before 1.21 takes files only); overlays use `base/kustomization.yaml`.
+/// Both lists name the same files in the same order, and every YAML file of `base/` is listed.
+#[test]
+fn manifests_top_level_and_base_kustomizations_list_the_same_files() -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Kustomization {
+        resources: Vec<String>,
+    }
+    let manifests = ferrolb_e2e::workspace_root().join("manifests");
+    let read = |p: std::path::PathBuf| -> anyhow::Result<Vec<String>> {
+        let k: Kustomization = serde_yaml::from_str(&std::fs::read_to_string(&p)?)
+            .with_context(|| format!("{}", p.display()))?;
+        Ok(k.resources)
+    };
+    let top = read(manifests.join("kustomization.yaml"))?;
+    let base = read(manifests.join("base").join("kustomization.yaml"))?;
+    let prefixed: Vec<String> = base.iter().map(|f| format!("base/{f}")).collect();
+    assert_eq!(
+        top, prefixed,
+        "manifests/kustomization.yaml and base/ disagree"
+    );
+    let mut on_disk: Vec<String> = std::fs::read_dir(manifests.join("base"))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .collect();
+    on_disk.sort();
+    let mut listed = base.clone();
+    listed.sort();
+    assert_eq!(listed, on_disk, "a file of manifests/base is not listed");
     Ok(())
 }
