@@ -164,6 +164,24 @@ impl ConfigGate {
         })
     }
 
+    /// One turn of the gate, the same in every role: a newly read configuration (`offered`, its
+    /// parse result) is offered and evaluated; without one, a refused breaking candidate is
+    /// evaluated again only when `services_changed` (the offending Service may be gone). Nothing
+    /// else to consider: [`ConfigVerdict::Unchanged`].
+    pub fn turn(
+        &mut self,
+        offered: Option<Result<Config, ConfigErrors>>,
+        services_changed: bool,
+        breakages: impl FnOnce(&Config) -> Vec<Breakage>,
+    ) -> ConfigVerdict {
+        match offered {
+            Some(parsed) => self.offer(parsed),
+            None if services_changed && self.retry_on_service_change() => {}
+            None => return ConfigVerdict::Unchanged,
+        }
+        self.evaluate(breakages)
+    }
+
     /// True when evaluating again could change the verdict (a breaking candidate is retried
     /// when Services change; an unparsable one only when a new configuration is offered).
     pub fn retry_on_service_change(&self) -> bool {
@@ -233,6 +251,34 @@ mod tests {
         assert_eq!(g.evaluate(|_| Vec::new()), ConfigVerdict::Loaded);
         assert_eq!(g.active(), Some(&config(2)));
         assert!(!g.is_stale());
+    }
+
+    #[test]
+    fn a_turn_evaluates_what_is_offered_and_retries_a_breaking_one_on_service_changes() {
+        let mut g = ConfigGate::default();
+        assert_eq!(
+            g.turn(None, true, |_| unreachable!()),
+            ConfigVerdict::Unchanged
+        );
+        assert_eq!(
+            g.turn(Some(Ok(config(1))), false, |_| Vec::new()),
+            ConfigVerdict::Loaded
+        );
+        assert!(refused(&g.turn(Some(Ok(config(2))), false, |_| vec![breakage()])).first_report);
+        assert_eq!(
+            g.turn(None, false, |_| unreachable!()),
+            ConfigVerdict::Unchanged,
+            "no Service changed: not evaluated"
+        );
+        assert_eq!(g.turn(None, true, |_| Vec::new()), ConfigVerdict::Loaded);
+        let bad = ConfigErrors::one(ConfigError::new("peers", None, "bad"));
+        assert!(refused(&g.turn(Some(Err(bad)), false, |_| Vec::new())).first_report);
+        assert_eq!(
+            g.turn(None, true, |_| unreachable!()),
+            ConfigVerdict::Unchanged,
+            "an invalid one waits for a new configuration"
+        );
+        assert_eq!(g.active(), Some(&config(2)));
     }
 
     #[test]

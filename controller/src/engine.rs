@@ -48,8 +48,8 @@ pub struct Engine<M> {
     planner: Planner<M>,
     /// Reason of the last `AllocationFailed` reported per Service (one report per reason).
     last_failure: BTreeMap<ServiceKey, String>,
-    /// A configuration was offered since the last pass.
-    offered: bool,
+    /// A configuration read since the last pass (its parse result).
+    offered: Option<Result<Config, ConfigErrors>>,
 }
 
 impl<M> Engine<M> {
@@ -59,14 +59,13 @@ impl<M> Engine<M> {
             gate: ConfigGate::default(),
             planner: Planner::new(class),
             last_failure: BTreeMap::new(),
-            offered: false,
+            offered: None,
         }
     }
 
     /// A new configuration was read (its parse result); the next pass evaluates it.
     pub fn offer_config(&mut self, parsed: Result<Config, ConfigErrors>) {
-        self.gate.offer(parsed);
-        self.offered = true;
+        self.offered = Some(parsed);
     }
 
     /// The gate (configuration in force, staleness).
@@ -153,7 +152,7 @@ impl<M> Engine<M> {
     /// True when the next pass has something to do: a configuration to evaluate, or Services to
     /// plan.
     pub fn has_work(&self) -> bool {
-        self.offered || self.planner_has_work()
+        self.offered.is_some() || self.planner_has_work()
     }
 
     fn planner_has_work(&self) -> bool {
@@ -165,14 +164,13 @@ impl<M> Engine<M> {
     /// one in force, and decide every write: at most `max_writes` actions (the rest are planned
     /// again at the next pass).
     pub fn pass(&mut self, max_writes: usize) -> Pass {
-        let evaluate = std::mem::take(&mut self.offered)
-            || (self.gate.retry_on_service_change() && self.planner_has_work());
+        let services_changed = self.planner_has_work();
         let planner = &self.planner;
-        let verdict = if evaluate {
-            self.gate.evaluate(|candidate| planner.breakages(candidate))
-        } else {
-            ConfigVerdict::Unchanged
-        };
+        let verdict = self
+            .gate
+            .turn(self.offered.take(), services_changed, |candidate| {
+                planner.breakages(candidate)
+            });
         let Some(config) = self.gate.active() else {
             return Pass {
                 verdict,

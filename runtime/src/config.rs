@@ -22,16 +22,11 @@ pub fn config_text(cm: &ConfigMap) -> &str {
         .unwrap_or("")
 }
 
-/// The text parsed and offered to the gate.
-pub fn offer_text(gate: &mut ConfigGate, text: &str) {
-    gate.offer(ferrolb_config::parse(text));
-}
-
-/// One turn of the gate, the same in both roles. A changed ConfigMap text (`new_text`) is offered
-/// and evaluated; without one, a refused candidate is evaluated again only when
-/// `services_changed` and a Service change could change its verdict. `breakages` gives, for a
+/// One turn of the gate ([`ConfigGate::turn`]) for the Kubernetes speaker, which has no planner:
+/// a changed ConfigMap text (`new_text`) is parsed and offered; `breakages` gives, for a
 /// candidate, the addresses it would take from the Services as they are now. The verdict is
 /// logged ([`report`]) and the gauges set; the return is the Event to publish about it, if any.
+/// (The controller and standalone turn the gate inside their engine's pass.)
 pub fn turn(
     gate: &mut ConfigGate,
     new_text: Option<&str>,
@@ -40,12 +35,14 @@ pub fn turn(
     source: &str,
     metrics: &ClientMetrics,
 ) -> Option<ConfigEvent> {
-    match new_text {
-        Some(text) => offer_text(gate, text),
-        None if services_changed && gate.retry_on_service_change() => {}
-        None => return None,
+    let verdict = gate.turn(
+        new_text.map(ferrolb_config::parse),
+        services_changed,
+        breakages,
+    );
+    if verdict == ConfigVerdict::Unchanged {
+        return None;
     }
-    let verdict = gate.evaluate(breakages);
     let event = report(&verdict, source);
     metrics.set_from(gate);
     event
@@ -156,18 +153,22 @@ mod tests {
     #[test]
     fn verdicts_become_events_once() {
         let mut gate = ConfigGate::default();
-        offer_text(
-            &mut gate,
-            "address-pools:\n- {name: a, protocol: layer2, addresses: [192.0.2.0/28]}\n",
+        let loaded = gate.turn(
+            Some(ferrolb_config::parse(
+                "address-pools:\n- {name: a, protocol: layer2, addresses: [192.0.2.0/28]}\n",
+            )),
+            false,
+            |_| Vec::new(),
         );
-        let loaded = gate.evaluate(|_| Vec::new());
         let ev = report(&loaded, "ns/config").expect("an Event for a load");
         assert_eq!((ev.warning, ev.reason), (false, "ConfigLoaded"));
-        offer_text(
-            &mut gate,
-            "address-pools:\n- {name: a, protocol: layer3, addresses: [192.0.2.0/33]}\n",
+        let refused = gate.turn(
+            Some(ferrolb_config::parse(
+                "address-pools:\n- {name: a, protocol: layer3, addresses: [192.0.2.0/33]}\n",
+            )),
+            false,
+            |_| Vec::new(),
         );
-        let refused = gate.evaluate(|_| Vec::new());
         let ev = report(&refused, "ns/config").expect("an Event for a refusal");
         assert_eq!((ev.warning, ev.reason), (true, "ConfigStale"));
         assert!(ev.note.contains("address-pools[0].protocol"), "{}", ev.note);
