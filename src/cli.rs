@@ -33,6 +33,22 @@ pub enum ConfigCommand {
     Check(ConfigCheckArgs),
     /// Print the ConfigMap manifest for a configuration given in any form (validated first).
     Render(ConfigRenderArgs),
+    /// Print the MetalLB custom resources (metallb.io) equivalent to a configuration given in any
+    /// form (validated first), for MetalLB 0.13 and later or ferrolb with `--config-source crds`.
+    Convert(ConfigConvertArgs),
+    /// Print the CustomResourceDefinitions of MetalLB's resources as ferrolb serves them
+    /// (manifests/crds.yaml).
+    Crds,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigConvertArgs {
+    /// The configuration: raw config YAML, a ConfigMap manifest, addon values with
+    /// `configInline`, or a cluster.yaml with a metallb addon. `-` reads standard input.
+    pub path: PathBuf,
+    /// Namespace of the objects (where ferrolb or MetalLB runs).
+    #[arg(long, default_value = "metallb-system")]
+    pub namespace: String,
 }
 
 #[derive(Debug, Args)]
@@ -51,7 +67,8 @@ pub struct ConfigRenderArgs {
 #[derive(Debug, Args)]
 pub struct ConfigCheckArgs {
     /// The configuration: raw config YAML, a ConfigMap manifest, addon values with
-    /// `configInline`, or a cluster.yaml with a metallb addon. `-` reads standard input.
+    /// `configInline`, a cluster.yaml with a metallb addon, or MetalLB custom resources
+    /// (metallb.io objects, several documents or a `kind: List`). `-` reads standard input.
     pub path: PathBuf,
     /// Services as `kubectl get svc -A -o yaml` prints them; report every Service whose current
     /// address the configuration would break.

@@ -197,7 +197,7 @@ impl ServiceFields {
             ip_family_policy,
             cluster_ips: parse_ips(&cluster_ip_texts),
             load_balancer_ip: load_balancer_ip.filter(|s| !s.is_empty()),
-            annotations,
+            annotations: annotations::canonical(annotations),
             labels,
             ports: ports
                 .into_iter()
@@ -237,14 +237,78 @@ pub fn is_ours(view: &ServiceView, our_class: &str) -> bool {
 
 /// Annotation names MetalLB users already use.
 pub mod annotations {
+    use std::collections::BTreeMap;
+
     pub const ADDRESS_POOL: &str = "metallb.universe.tf/address-pool";
     pub const LOAD_BALANCER_IPS: &str = "metallb.universe.tf/loadBalancerIPs";
     pub const ALLOW_SHARED_IP: &str = "metallb.universe.tf/allow-shared-ip";
+    /// MetalLB 0.14.9 and later spell them under `metallb.io/` (the old names still work).
+    pub const NEW_PREFIX: &str = "metallb.io/";
+    /// The old prefix, under which a view keeps them.
+    pub const OLD_PREFIX: &str = "metallb.universe.tf/";
+    /// Written by the controller on a Service with addresses: the pool they came from.
+    pub const IP_ALLOCATED_FROM_POOL: &str = "metallb.io/ip-allocated-from-pool";
+
+    /// The annotations with each `metallb.io/` request annotation (`address-pool`,
+    /// `loadBalancerIPs`, `allow-shared-ip`) under its `metallb.universe.tf/` name, which the
+    /// rest of ferrolb reads. The new name wins when a Service has both, as in MetalLB.
+    pub fn canonical(mut a: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        for old in [ADDRESS_POOL, LOAD_BALANCER_IPS, ALLOW_SHARED_IP] {
+            let new = format!("{NEW_PREFIX}{}", &old[OLD_PREFIX.len()..]);
+            if let Some(v) = a.remove(&new) {
+                a.insert(old.to_string(), v);
+            }
+        }
+        a
+    }
+
+    /// True for an annotation the allocator reads, under either name.
+    pub fn read_by_allocator(key: &str) -> bool {
+        [ADDRESS_POOL, LOAD_BALANCER_IPS, ALLOW_SHARED_IP]
+            .iter()
+            .any(|old| {
+                key == *old || key.strip_prefix(NEW_PREFIX) == Some(&old[OLD_PREFIX.len()..])
+            })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metallb_io_annotations_are_read_as_the_old_names_and_win() {
+        let fields = ServiceFields {
+            annotations: BTreeMap::from([
+                ("metallb.io/address-pool".to_string(), "new".to_string()),
+                (
+                    "metallb.universe.tf/address-pool".to_string(),
+                    "old".to_string(),
+                ),
+                (
+                    "metallb.io/loadBalancerIPs".to_string(),
+                    "192.0.2.1".to_string(),
+                ),
+                ("metallb.io/other".to_string(), "x".to_string()),
+            ]),
+            ..ServiceFields::default()
+        };
+        let v = fields.into_view();
+        assert_eq!(
+            v.annotations,
+            BTreeMap::from([
+                ("metallb.io/other".to_string(), "x".to_string()),
+                (annotations::ADDRESS_POOL.to_string(), "new".to_string()),
+                (
+                    annotations::LOAD_BALANCER_IPS.to_string(),
+                    "192.0.2.1".to_string()
+                ),
+            ])
+        );
+        assert!(annotations::read_by_allocator("metallb.io/allow-shared-ip"));
+        assert!(annotations::read_by_allocator(annotations::ALLOW_SHARED_IP));
+        assert!(!annotations::read_by_allocator("metallb.io/other"));
+    }
 
     #[test]
     fn fields_become_a_view_by_the_documented_rules() {

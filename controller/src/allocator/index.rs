@@ -220,6 +220,8 @@ mod tests {
                 auto_assign: *auto,
                 bgp_advertisements: Vec::new(),
                 interfaces: Vec::new(),
+                l2_advertisements: Vec::new(),
+                service_allocation: None,
             });
         }
         for &(v6, start, len, pool) in ranges {

@@ -6,7 +6,9 @@
 //! - Requests: `spec.loadBalancerIP` or annotation `metallb.universe.tf/loadBalancerIPs` (one
 //!   address per family; both at once is an error), annotation `metallb.universe.tf/address-pool`.
 //!   `auto-assign: false` pools serve only explicit requests (an address or the pool annotation).
-//! - Without a request, pools are tried in config order; within a pool the lowest free address
+//! - Without a request, pools are tried in config order (MetalLB's CRDs: the pools whose
+//!   `serviceAllocation` admits the Service first, by priority, see
+//!   [`ferrolb_config::Config::unasked_pools`]); within a pool the lowest free address
 //!   (`avoid-buggy-ips` skips IPv4 `.0`/`.255`).
 //! - Sharing (`allow-shared-ip`, see [`sharing`]): an address already in use may be used by
 //!   another Service only when it is compatible with every holder. Reuse happens (a) when the

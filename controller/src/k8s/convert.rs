@@ -10,10 +10,6 @@ use k8s_openapi::api::core::v1::Service;
 
 pub use ferrolb_runtime::service::{service_key, ServiceMeta};
 
-/// Prefix of every annotation the allocator reads (`metallb.universe.tf/address-pool`,
-/// `.../loadBalancerIPs`, `.../allow-shared-ip`).
-pub const ALLOCATOR_ANNOTATION_PREFIX: &str = "metallb.universe.tf/";
-
 /// The controller's compact copy of a Service, taking the object apart instead of copying it:
 /// the view with only the annotations the allocator reads and no labels (the allocator reads
 /// none; `kubectl apply`'s last-applied-configuration alone is often larger than the rest), plus
@@ -31,7 +27,8 @@ pub fn compact(svc: Service) -> (ServiceView, ServiceMeta) {
         metadata.name.unwrap_or_default(),
     );
     let mut annotations = metadata.annotations.unwrap_or_default();
-    annotations.retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
+    annotations.retain(|k, _| ferrolb_config::service::annotations::read_by_allocator(k));
+    let annotations = ferrolb_config::service::annotations::canonical(annotations);
     let shares = annotations
         .get(ferrolb_config::service::annotations::ALLOW_SHARED_IP)
         .is_some_and(|k| !k.trim().is_empty());
@@ -98,7 +95,7 @@ mod tests {
         expected.labels.clear();
         expected
             .annotations
-            .retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
+            .retain(|k, _| ferrolb_config::service::annotations::read_by_allocator(k));
         assert_eq!(view, expected);
         assert_eq!(view.annotations.len(), 1, "allow-shared-ip kept");
         assert!(!view.ports.is_empty(), "a sharing Service keeps its ports");

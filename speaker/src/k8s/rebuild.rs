@@ -108,6 +108,7 @@ impl Rebuilder {
             build::assigned_views(services.map(|s| &s.view), &self.class),
             convert::readiness(sources.slices.cache().items().values()),
             live,
+            || nodes::labels(nodes.values()),
         ))
     }
 
