@@ -27,6 +27,24 @@ pub enum Command {
     Speaker(SpeakerArgs),
 }
 
+/// `--config-source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigSource {
+    Configmap,
+    Crds,
+    Auto,
+}
+
+impl From<ConfigSource> for ferrolb_config::source::Source {
+    fn from(s: ConfigSource) -> Self {
+        match s {
+            ConfigSource::Configmap => ferrolb_config::source::Source::ConfigMap,
+            ConfigSource::Crds => ferrolb_config::source::Source::Crds,
+            ConfigSource::Auto => ferrolb_config::source::Source::Auto,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate a configuration and, with --services, check that it keeps every assigned address.
@@ -97,6 +115,11 @@ pub struct ControllerArgs {
     /// Name of the ConfigMap holding the MetalLB-format configuration (key `config`).
     #[arg(long, default_value = "config")]
     pub config_map: String,
+    /// Where the configuration comes from: the ConfigMap (MetalLB 0.12), MetalLB's custom
+    /// resources in the namespace (metallb.io, MetalLB 0.13 and later), or `auto`: whichever is
+    /// there; both there must mean the same, else the new configuration is refused.
+    #[arg(long, value_enum, env = "FERROLB_CONFIG_SOURCE", default_value_t = ConfigSource::Auto)]
+    pub config_source: ConfigSource,
     /// Name of the coordination.k8s.io Lease used for leader election.
     #[arg(long, default_value = "ferrolb-controller")]
     pub lease_name: String,
@@ -172,6 +195,11 @@ pub struct SpeakerArgs {
     /// Name of the ConfigMap holding the MetalLB-format configuration (key `config`).
     #[arg(long, default_value = "config")]
     pub config_map: String,
+    /// Where the configuration comes from: the ConfigMap (MetalLB 0.12), MetalLB's custom
+    /// resources in the namespace (metallb.io, MetalLB 0.13 and later), or `auto`: whichever is
+    /// there; both there must mean the same, else the new configuration is refused.
+    #[arg(long, value_enum, env = "FERROLB_CONFIG_SOURCE", default_value_t = ConfigSource::Auto)]
+    pub config_source: ConfigSource,
     /// The spec.loadBalancerClass served, besides Services without a class.
     #[arg(long, default_value = ferrolb_config::service::DEFAULT_CLASS)]
     pub load_balancer_class: String,

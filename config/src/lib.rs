@@ -24,6 +24,7 @@ mod parse;
 mod peers;
 mod pools;
 pub mod service;
+pub mod source;
 mod validate;
 mod yamlx;
 

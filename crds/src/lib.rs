@@ -11,7 +11,9 @@
 pub mod convert;
 pub mod types;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
+};
 use kube::CustomResourceExt;
 
 pub use convert::{convert, ConvertError, Converted};
@@ -33,6 +35,15 @@ pub fn definitions() -> Vec<CustomResourceDefinition> {
     for crd in &mut crds {
         if crd.spec.names.kind != "IPAddressPool" {
             spec_optional(crd);
+        }
+        for v in &mut crd.spec.versions {
+            if let Some(root) = v
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                no_null_in_enums(root);
+            }
         }
         crd.metadata.labels =
             Some([("app.kubernetes.io/name".to_string(), "ferrolb".to_string())].into());
@@ -56,6 +67,25 @@ fn spec_optional(crd: &mut CustomResourceDefinition) {
                 root.required = None;
             }
         }
+    }
+}
+
+/// Two things schemars writes that kube-apiserver 1.20 refuses: `null` among an optional enum's
+/// values ("per-version schemas may not all be set to identical values"; `nullable: true`
+/// already allows null) and the `default` of a field Rust fills in when it is absent (`""`,
+/// read as "null"). ferrolb's reader fills MetalLB's defaults itself.
+fn no_null_in_enums(s: &mut JSONSchemaProps) {
+    if let Some(values) = s.enum_.as_mut() {
+        values.retain(|v| !v.0.is_null());
+    }
+    s.default = None;
+    for p in s.properties.iter_mut().flat_map(|m| m.values_mut()) {
+        no_null_in_enums(p);
+    }
+    match s.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(i)) => no_null_in_enums(i),
+        Some(JSONSchemaPropsOrArray::Schemas(all)) => all.iter_mut().for_each(no_null_in_enums),
+        None => {}
     }
 }
 

@@ -189,6 +189,11 @@ fn every_example_and_fixture_converts_to_crds_that_mean_the_same() {
         assert_eq!(after.form, ferrolb_config::InputForm::CustomResources);
         assert!(after.warnings.is_empty(), "{:?}", after.warnings);
         same_meaning(&path, &before, &after.config);
+        assert!(
+            ferrolb_config::source::equivalent(&before, &after.config),
+            "{}",
+            path.display()
+        );
     }
 }
 

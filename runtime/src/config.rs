@@ -1,12 +1,13 @@
 //! The configuration as both Kubernetes roles read it: the text of the ConfigMap's
-//! `data.config`, offered to the [`ConfigGate`] ([`turn`]: when to offer and evaluate), and what
+//! `data.config`, a candidate offered to the [`ConfigGate`] ([`turn`]: when to offer and
+//! evaluate), and what
 //! to do with the gate's verdict: log it (one line per problem, with its field path), set
 //! `metallb_k8s_client_config_*`, and the Warning Event's note for the role that publishes Events.
 //!
 //! Must not: publish Events itself or decide anything the gate decides.
 
 use ferrolb_config::gate::{ConfigGate, ConfigVerdict, RefusalCause};
-use ferrolb_config::{Breakage, Config};
+use ferrolb_config::{Breakage, Config, ConfigErrors};
 use k8s_openapi::api::core::v1::ConfigMap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -27,21 +28,22 @@ pub fn offer_text(gate: &mut ConfigGate, text: &str) {
     gate.offer(ferrolb_config::parse(text));
 }
 
-/// One turn of the gate, the same in both roles. A changed ConfigMap text (`new_text`) is offered
-/// and evaluated; without one, a refused candidate is evaluated again only when
-/// `services_changed` and a Service change could change its verdict. `breakages` gives, for a
+/// One turn of the gate, the same in both roles. A changed candidate (`new`: what the sources
+/// hold, parsed, see [`crate::config_source`]) is offered and evaluated; without one, a refused
+/// candidate is evaluated again only when `services_changed` and a Service change could change
+/// its verdict. `breakages` gives, for a
 /// candidate, the addresses it would take from the Services as they are now. The verdict is
 /// logged ([`report`]) and the gauges set; the return is the Event to publish about it, if any.
 pub fn turn(
     gate: &mut ConfigGate,
-    new_text: Option<&str>,
+    new: Option<Result<Config, ConfigErrors>>,
     services_changed: bool,
     breakages: impl FnOnce(&Config) -> Vec<Breakage>,
     source: &str,
     metrics: &ClientMetrics,
 ) -> Option<ConfigEvent> {
-    match new_text {
-        Some(text) => offer_text(gate, text),
+    match new {
+        Some(candidate) => gate.offer(candidate),
         None if services_changed && gate.retry_on_service_change() => {}
         None => return None,
     }
@@ -226,7 +228,7 @@ mod tests {
         assert_eq!(
             reason(turn(
                 &mut gate,
-                Some(POOL_A),
+                Some(ferrolb_config::parse(POOL_A)),
                 false,
                 |_| Vec::new(),
                 "s",
@@ -238,7 +240,7 @@ mod tests {
         // A candidate that takes an address away is refused, once.
         let ev = turn(
             &mut gate,
-            Some(POOL_B),
+            Some(ferrolb_config::parse(POOL_B)),
             false,
             |_| vec![breakage()],
             "s",
@@ -270,7 +272,7 @@ mod tests {
         // An unparsable candidate is retried only when new text comes.
         let ev = turn(
             &mut gate,
-            Some("address-pools: 7"),
+            Some(ferrolb_config::parse("address-pools: 7")),
             false,
             |_| Vec::new(),
             "s",

@@ -47,7 +47,7 @@ impl Rebuilder {
             join_from_nodes: opts.join_from_nodes,
             membership: opts.membership.clone(),
             lifecycle: Lifecycle::new(announcers),
-            config: ConfigFeed::new(&opts.namespace, &opts.config_map, metrics),
+            config: ConfigFeed::new(&format!("{}/{}", opts.namespace, opts.config_map), metrics),
             services_changed: false,
             assigned: NodeAssigned::new(opts.node.clone(), events),
         }
@@ -57,8 +57,14 @@ impl Rebuilder {
     pub fn note(&mut self, change: Change, sources: &Sources) {
         match change {
             Change::Services(changed) => self.services_changed |= changed,
-            Change::ConfigMap(true) => self.config.on_config_map(sources.config_maps.cache()),
-            Change::ConfigMap(false) | Change::Other => {}
+            Change::Config(true) => self.config.on_candidate(
+                sources
+                    .config
+                    .candidate()
+                    .map(|c| (sources.config.describe(c.from), c.config)),
+                sources.config.synced(),
+            ),
+            Change::Config(false) | Change::Other => {}
         }
     }
 
