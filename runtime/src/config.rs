@@ -42,15 +42,28 @@ pub fn turn(
     source: &str,
     metrics: &ClientMetrics,
 ) -> Option<ConfigEvent> {
+    turn_with_verdict(gate, new, services_changed, breakages, source, metrics).1
+}
+
+/// [`turn`], also returning the verdict (`Unchanged` when there was no turn), from which the
+/// ConfigurationState is written (`crate::status::configuration_state`).
+pub fn turn_with_verdict(
+    gate: &mut ConfigGate,
+    new: Option<Result<Config, ConfigErrors>>,
+    services_changed: bool,
+    breakages: impl FnOnce(&Config) -> Vec<Breakage>,
+    source: &str,
+    metrics: &ClientMetrics,
+) -> (ConfigVerdict, Option<ConfigEvent>) {
     match new {
         Some(candidate) => gate.offer(candidate),
         None if services_changed && gate.retry_on_service_change() => {}
-        None => return None,
+        None => return (ConfigVerdict::Unchanged, None),
     }
     let verdict = gate.evaluate(breakages);
     let event = report(&verdict, source);
     metrics.set_from(gate);
-    event
+    (verdict, event)
 }
 
 /// MetalLB's Kubernetes-client metrics, which both roles export.

@@ -81,6 +81,8 @@ pub struct PoolUsage {
     pub addresses_total: u128,
     /// Distinct addresses in use (a shared address counts once).
     pub in_use: u64,
+    /// `(usable, in use)` per family, IPv4 then IPv6 (IPAddressPool status).
+    pub by_family: [(u128, u64); 2],
 }
 
 /// A Service's id inside the allocator: an index into the slots of [`Services`], given out when
@@ -241,6 +243,7 @@ impl Allocator {
                 pool: p.name().to_string(),
                 addresses_total: p.usable(),
                 in_use: p.in_use(),
+                by_family: [p.by_family(0), p.by_family(1)],
             })
             .collect()
     }

@@ -29,6 +29,7 @@ use std::time::Duration;
 use ferrolb_config::{ServiceKey, ServiceView};
 use ferrolb_runtime::config_source::{Candidate, ConfigSources};
 use ferrolb_runtime::debounce::Debounce;
+use ferrolb_runtime::status::{self, StatusWriter};
 use ferrolb_runtime::watch::Watch;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::watcher::{self, Event};
@@ -109,6 +110,7 @@ pub async fn run(
 
     let mut state = State {
         opts: opts.clone(),
+        status: StatusWriter::new(client.clone(), &opts.namespace),
         writer: writer::Writer::new(client, opts.identity.clone()),
         metrics,
         engine: Engine::new(opts.load_balancer_class.clone()),
@@ -269,6 +271,8 @@ const MAX_WRITES_PER_PASS: usize = 200;
 struct State {
     opts: ControllerOptions,
     writer: writer::Writer,
+    /// ConfigurationState `controller` and the IPAddressPools' status.
+    status: StatusWriter,
     metrics: ControllerMetrics,
     /// The config gate, the Services (compact), the allocator kept between passes, what
     /// changed, what was last reported.
@@ -399,6 +403,11 @@ impl State {
                     .await;
             }
         }
+        if let Some(state) = status::configuration_state(&pass.verdict, &status::now()) {
+            self.status
+                .configuration_state("controller", "controller", None, state)
+                .await;
+        }
         self.metrics.client.set_from(self.engine.gate());
         if self.engine.config().is_none() {
             debug!("no configuration in force; nothing to assign");
@@ -460,6 +469,25 @@ impl State {
                     .await;
             }
         }
+        self.write_pool_statuses().await;
         !write_failed && self.engine.has_work()
+    }
+
+    /// The IPAddressPools' status (assigned and available per family), when the configuration
+    /// in force came from MetalLB's custom resources; only changed ones are written.
+    async fn write_pool_statuses(&self) {
+        let from_objects = self
+            .candidate
+            .as_ref()
+            .is_some_and(|c| c.from == ferrolb_config::source::From::Crds);
+        let Some(alloc) = self.engine.allocator().filter(|_| from_objects) else {
+            return;
+        };
+        let statuses = alloc
+            .usage()
+            .into_iter()
+            .map(|u| (u.pool, status::pool_status(u.by_family)))
+            .collect();
+        self.status.pools(statuses).await;
     }
 }

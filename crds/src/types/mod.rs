@@ -24,6 +24,7 @@ pub use peer::{
 pub use pool::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ServiceAllocation};
 pub use selector::{LabelSelector, LabelSelectorRequirement, Operator};
 pub use status::{
-    Condition, ConfigurationState, ConfigurationStateStatus, InterfaceInfo, ServiceBGPStatus,
-    ServiceBGPStatusStatus, ServiceL2Status, ServiceL2StatusStatus,
+    Condition, ConfigurationState, ConfigurationStateFields, ConfigurationStateStatus,
+    InterfaceInfo, ServiceBGPStatus, ServiceBGPStatusSpec, ServiceBGPStatusStatus, ServiceL2Status,
+    ServiceL2StatusSpec, ServiceL2StatusStatus,
 };

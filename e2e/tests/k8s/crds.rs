@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use anyhow::Context;
+use ferrolb_crds::types::{ConfigurationState, IPAddressPool, ServiceBGPStatus, ServiceL2Status};
 use ferrolb_e2e::k8s::controller::Controller;
 use ferrolb_e2e::k8s::objects::{
     all_ingress, apply_config, create_lb, create_lb_with_ip, label_node, set_endpoints,
@@ -22,6 +23,86 @@ use ferrolb_e2e::prereq::{require, Need::Program};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{DeleteParams, ListParams};
 use kube::Api;
+
+/// Polls `read` until `ok` holds for what it returns (or the wait ends: the last value shown).
+async fn until<T: std::fmt::Debug, F, Fut>(
+    what: &str,
+    read: F,
+    ok: impl Fn(&T) -> bool,
+) -> anyhow::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let v = read().await?;
+        if ok(&v) {
+            return Ok(v);
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{what}: still {v:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// `(node, namespace/service, interfaces or peers)` of a status object.
+type Row = (String, String, Vec<String>);
+
+/// Every ServiceL2Status and ServiceBGPStatus in `ns`.
+async fn statuses(client: &kube::Client, ns: &str) -> anyhow::Result<(Vec<Row>, Vec<Row>)> {
+    let l2 = Api::<ServiceL2Status>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.status)
+        .map(|s| {
+            let items = s.interfaces.into_iter().map(|i| i.name).collect();
+            (
+                s.node,
+                format!("{}/{}", s.service_namespace, s.service_name),
+                items,
+            )
+        })
+        .collect();
+    let bgp = Api::<ServiceBGPStatus>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.status)
+        .map(|s| {
+            (
+                s.node,
+                format!("{}/{}", s.service_namespace, s.service_name),
+                s.peers,
+            )
+        })
+        .collect();
+    Ok((l2, bgp))
+}
+
+/// ConfigurationState `name` in `ns`, once its `result` is `want`.
+async fn state_result(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    want: &str,
+) -> anyhow::Result<ConfigurationState> {
+    let api: Api<ConfigurationState> = Api::namespaced(client.clone(), ns);
+    let got = until(
+        &format!("ConfigurationState {name} {want}"),
+        || async { Ok(api.get_opt(name).await?) },
+        |s| {
+            s.as_ref()
+                .and_then(|s| s.status.as_ref())
+                .and_then(|s| s.result.as_deref())
+                == Some(want)
+        },
+    )
+    .await?;
+    got.context("read")
+}
 
 /// MetalLB's "Layer 2 configuration" and "Advanced AddressPool configuration" examples, in
 /// `ns`, addresses moved into the documentation ranges; the second pool's namespace selector
@@ -136,6 +217,31 @@ async fn crd_config_assigns_refuses_breaking_and_wrong_changes_and_conflicts() -
     );
     ctl.wait_metric("metallb_k8s_client_config_stale_bool", 0.0)
         .await?;
+    // Status: the configuration is valid, the pools count what they hand out.
+    state_result(&client, ns, "controller", "Valid").await?;
+    let pools: Api<IPAddressPool> = Api::namespaced(client.clone(), ns);
+    let counts = |name: &'static str| {
+        let pools = pools.clone();
+        async move {
+            Ok(pools
+                .get(name)
+                .await?
+                .status
+                .map(|s| (s.assigned_ipv4, s.available_ipv4, s.assigned_ipv6)))
+        }
+    };
+    until(
+        "first-pool counts",
+        || counts("first-pool"),
+        |c| *c == Some((2, 9, 0)),
+    )
+    .await?;
+    until(
+        "pinned pool counts",
+        || counts("ippool-ns-service-alloc-sample"),
+        |c| *c == Some((1, 253, 0)),
+    )
+    .await?;
 
     // A value the schema cannot judge: refused, the object, field and value named in a Warning
     // Event on that object; nothing assigned moves.
@@ -143,6 +249,12 @@ async fn crd_config_assigns_refuses_breaking_and_wrong_changes_and_conflicts() -
         .await?;
     let field = format!("IPAddressPool {ns}/first-pool spec.addresses[0] = \"192.0.2.0/33\"");
     wait_event_note_in(&client, ns, "first-pool", "ConfigStale", &field).await?;
+    let invalid = state_result(&client, ns, "controller", "Invalid").await?;
+    let summary = invalid
+        .status
+        .and_then(|s| s.error_summary)
+        .unwrap_or_default();
+    assert!(summary.contains(&field), "{summary}");
     ctl.wait_metric("metallb_k8s_client_config_stale_bool", 1.0)
         .await?;
     assert_eq!(wait_ingress(&client, ns, "web").await?, vec!["192.0.2.240"]);
@@ -375,5 +487,66 @@ async fn crd_speakers_announce_as_the_advertisements_select() -> anyhow::Result<
         !from_b.contains(bgp_vip),
         "node-b is not selected: {from_b}"
     );
+
+    // Status objects: the layer2 answerer and the BGP announcer, each once, and each speaker's
+    // ConfigurationState.
+    let ns = "metallb-system";
+    let l2_on = |node: &'static str| {
+        move |(l2, _): &(Vec<Row>, Vec<Row>)| {
+            l2.len() == 1 && l2[0].0 == node && l2[0].1 == "apps/web"
+        }
+    };
+    until(
+        "ServiceL2Status of node-b",
+        || statuses(&client, ns),
+        l2_on("node-b"),
+    )
+    .await?;
+    let (_, bgp) = until(
+        "ServiceBGPStatus of node-a",
+        || statuses(&client, ns),
+        |(_, b)| !b.is_empty(),
+    )
+    .await?;
+    assert_eq!(
+        bgp,
+        vec![(
+            "node-a".to_string(),
+            "apps/bgp-web".to_string(),
+            vec!["router".to_string()]
+        )]
+    );
+    for node in ["node-a", "node-b"] {
+        state_result(&client, ns, &format!("speaker-{node}"), "Valid").await?;
+    }
+    // The advertisement's node moves: the status object moves with it.
+    label_node(&client, "node-b", "l2", None).await?;
+    label_node(&client, "node-a", "l2", Some("yes")).await?;
+    until(
+        "ServiceL2Status moved to node-a",
+        || statuses(&client, ns),
+        l2_on("node-a"),
+    )
+    .await?;
+    // The advertisement goes: its status objects go.
+    Api::<ferrolb_crds::types::BGPAdvertisement>::namespaced(client.clone(), ns)
+        .delete("bgp-from-labelled-nodes", &DeleteParams::default())
+        .await?;
+    until(
+        "ServiceBGPStatus gone",
+        || statuses(&client, ns),
+        |(_, b)| b.is_empty(),
+    )
+    .await?;
+    // The Service goes: its layer2 status goes.
+    Api::<Service>::namespaced(client.clone(), "apps")
+        .delete("web", &DeleteParams::default())
+        .await?;
+    until(
+        "ServiceL2Status gone",
+        || statuses(&client, ns),
+        |(l2, _)| l2.is_empty(),
+    )
+    .await?;
     Ok(())
 }

@@ -198,6 +198,8 @@ async fn manifests_apply_and_the_controller_works_with_its_service_account_token
         ("watch", "communities", Some(ns), true),
         ("update", "ipaddresspools", Some(ns), false),
         ("list", "ipaddresspools", Some("apps"), false),
+        ("create", "configurationstates", Some(ns), true),
+        ("delete", "servicel2statuses", Some(ns), false),
     ] {
         assert_eq!(
             can_i(&sa, verb, "metallb.io", resource, namespace).await?,
@@ -343,6 +345,9 @@ async fn manifests_give_the_speaker_what_it_reads_and_writes_and_nothing_else() 
         ("watch", "metallb.io", "communities", Some(ns)),
         ("watch", "metallb.io", "bgppeers", Some(ns)),
         ("watch", "metallb.io", "bfdprofiles", Some(ns)),
+        ("create", "metallb.io", "servicel2statuses", Some(ns)),
+        ("delete", "metallb.io", "servicebgpstatuses", Some(ns)),
+        ("patch", "metallb.io", "configurationstates", Some(ns)),
         ("create", "events.k8s.io", "events", Some("apps")),
         ("patch", "events.k8s.io", "events", Some("apps")),
     ] {
@@ -408,7 +413,9 @@ async fn manifests_give_the_speaker_what_it_reads_and_writes_and_nothing_else() 
         ("list", "", "pods", Some(ns)),
         ("patch", "", "nodes", None),
         ("update", "metallb.io", "ipaddresspools", Some(ns)),
+        ("patch", "metallb.io", "ipaddresspools", Some(ns)),
         ("list", "metallb.io", "ipaddresspools", Some("apps")),
+        ("create", "metallb.io", "servicel2statuses", Some("apps")),
         ("list", "", "namespaces", None),
     ] {
         assert!(

@@ -6,15 +6,15 @@
 //! `Cluster` one anywhere; a node the peer's node-selectors do not match announces nothing.
 //! Must not: do I/O or encode anything (pack.rs does).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ferrolb_config::{BgpAdvertisement, Peer, TrafficPolicy};
+use ferrolb_config::{BgpAdvertisement, Peer, ServiceKey, TrafficPolicy};
 use ipnet::IpNet;
 
 use super::pack::{Attrs, RouteSet};
-use crate::world::World;
+use crate::world::{AssignedService, World};
 
 /// One advertisement of a pool with its attributes for the peer.
 type AdvAttrs<'a> = (&'a BgpAdvertisement, Arc<Attrs>);
@@ -49,12 +49,7 @@ pub fn routes_for(world: &World, peer: &Peer, local: IpAddr) -> RouteSet {
         .collect();
     let mut routes: Vec<(IpNet, Arc<Attrs>)> = Vec::new();
     for svc in &world.services {
-        let key = &svc.key;
-        let ready = match svc.external_traffic_policy {
-            TrafficPolicy::Local => world.readiness.ready_on(key, &world.node.name),
-            TrafficPolicy::Cluster => world.readiness.ready_anywhere(key),
-        };
-        if !ready {
+        if !ready_here(world, svc) {
             continue;
         }
         for ip in &svc.ips {
@@ -88,6 +83,55 @@ pub fn routes_for(world: &World, peer: &Peer, local: IpAddr) -> RouteSet {
     routes.sort_by_key(|(p, _)| *p);
     routes.dedup_by_key(|(p, _)| *p);
     routes.into_iter().collect()
+}
+
+/// True when this node may announce `svc` by BGP: with `externalTrafficPolicy: Local` a ready
+/// endpoint here, with `Cluster` one anywhere.
+fn ready_here(world: &World, svc: &AssignedService) -> bool {
+    match svc.external_traffic_policy {
+        TrafficPolicy::Local => world.readiness.ready_on(&svc.key, &world.node.name),
+        TrafficPolicy::Cluster => world.readiness.ready_anywhere(&svc.key),
+    }
+}
+
+/// Per Service this node announces by BGP, the peers it is announced to (each by its BGPPeer
+/// name, else its address): what ServiceBGPStatus says. A peer counts when it selects this node
+/// and some advertisement of the address's pool applies to it from here; whether the session
+/// is up is not said (as in MetalLB).
+pub fn announced_to(world: &World) -> BTreeMap<ServiceKey, BTreeSet<String>> {
+    let mut out: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
+    let peers: Vec<&Peer> = world
+        .config
+        .peers
+        .iter()
+        .filter(|p| p.selects_node(&world.node.labels))
+        .collect();
+    for svc in world.services.iter().filter(|s| ready_here(world, s)) {
+        for ip in &svc.ips {
+            let Some(pool) = world
+                .config
+                .pool_containing(ip)
+                .filter(|p| p.protocol.bgp())
+            else {
+                continue;
+            };
+            for peer in &peers {
+                let applies = pool.bgp_advertisements.is_empty()
+                    || pool
+                        .bgp_advertisements
+                        .iter()
+                        .any(|a| a.applies_to(peer, &world.node.labels));
+                if applies {
+                    let label = peer
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| peer.peer_address.to_string());
+                    out.entry(svc.key.clone()).or_default().insert(label);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn attrs(peer: &Peer, adv: &BgpAdvertisement, local: IpAddr) -> Attrs {
@@ -325,5 +369,15 @@ spec:
             attrs.large_communities,
             [(64512, 1, 2)].into_iter().collect()
         );
+        let to = announced_to(&w);
+        let web = ServiceKey::new("ns", "web");
+        assert_eq!(
+            to.get(&web)
+                .map(|p| p.iter().map(String::as_str).collect::<Vec<_>>()),
+            Some(vec!["peer-a", "peer-b"])
+        );
+        w.node.labels.clear();
+        w.config.pools[0].bgp_advertisements.remove(0);
+        assert!(announced_to(&w).is_empty(), "no advertisement applies here");
     }
 }

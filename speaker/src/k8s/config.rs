@@ -8,7 +8,9 @@
 //! announcements because of a refusal (the configuration in force stays).
 
 use ferrolb_config::{breakages_of, Config, ConfigErrors, ConfigGate, ServiceView};
+use ferrolb_crds::types::ConfigurationStateStatus;
 use ferrolb_runtime::config::{self as runtime, ClientMetrics};
+use ferrolb_runtime::status::{configuration_state, now};
 use tracing::warn;
 
 /// The gate, the candidate it was last offered (or is about to be), and the metrics.
@@ -56,18 +58,19 @@ impl ConfigFeed {
         }
     }
 
-    /// A turn of the gate with the Services as they are now (`services`, of class `class`).
+    /// A turn of the gate with the Services as they are now (`services`, of class `class`);
+    /// what this speaker's ConfigurationState should now say, if anything new.
     pub fn turn<'a>(
         &mut self,
         services_changed: bool,
         class: &str,
         services: impl IntoIterator<Item = &'a ServiceView>,
-    ) {
+    ) -> Option<ConfigurationStateStatus> {
         let new = match std::mem::take(&mut self.dirty) {
             true => self.candidate.clone(),
             false => None,
         };
-        let _event = runtime::turn(
+        let (verdict, _event) = runtime::turn_with_verdict(
             &mut self.gate,
             new,
             services_changed,
@@ -75,6 +78,7 @@ impl ConfigFeed {
             &self.source,
             &self.metrics,
         );
+        configuration_state(&verdict, &now())
     }
 
     /// The configuration in force.
@@ -102,16 +106,29 @@ mod tests {
         let metrics = ClientMetrics::default();
         let mut feed = ConfigFeed::new("metallb-system/config", metrics.clone());
         feed.on_candidate(None, true);
-        feed.turn(false, "ferrolb", []);
+        assert_eq!(feed.turn(false, "ferrolb", []), None);
         assert!(feed.active().is_none(), "no configuration yet");
         feed.on_candidate(from(POOL_A), true);
-        feed.turn(false, "ferrolb", []);
+        let state = feed
+            .turn(false, "ferrolb", [])
+            .expect("a ConfigurationState");
+        assert_eq!(state.result.as_deref(), Some("Valid"));
         assert!(feed.active().is_some_and(|c| c.pools[0].name == "a"));
         // A Service holds 192.0.2.1: pool b would take it away; refused, a stays in force.
         let mut keeper = ServiceView::new_load_balancer(ServiceKey::new("ns", "keeper"));
         keeper.ingress_ips = vec!["192.0.2.1".parse().expect("an address")];
         feed.on_candidate(from(POOL_B), true);
-        feed.turn(false, "ferrolb", [&keeper]);
+        let state = feed
+            .turn(false, "ferrolb", [&keeper])
+            .expect("a ConfigurationState");
+        assert_eq!(state.result.as_deref(), Some("Invalid"));
+        assert!(
+            state
+                .error_summary
+                .as_deref()
+                .is_some_and(|s| s.contains("service ns/keeper ip 192.0.2.1")),
+            "{state:?}"
+        );
         assert_eq!(feed.active().map(|c| c.pools[0].name.as_str()), Some("a"));
         assert_eq!(metrics.config_stale.get(), 1);
         // The same candidate again is not a new offer; the Service goes: b loads on the retry.

@@ -31,6 +31,7 @@ mod fixtures;
 pub mod nodes;
 mod rebuild;
 mod sources;
+pub mod status;
 mod trim;
 
 use std::future::Future;
