@@ -242,20 +242,20 @@ pub mod annotations {
     pub const ADDRESS_POOL: &str = "metallb.universe.tf/address-pool";
     pub const LOAD_BALANCER_IPS: &str = "metallb.universe.tf/loadBalancerIPs";
     pub const ALLOW_SHARED_IP: &str = "metallb.universe.tf/allow-shared-ip";
-    /// MetalLB 0.14.9 and later spell them under `metallb.io/` (the old names still work).
-    pub const NEW_PREFIX: &str = "metallb.io/";
-    /// The old prefix, under which a view keeps them.
-    pub const OLD_PREFIX: &str = "metallb.universe.tf/";
-    /// Written by the controller on a Service with addresses: the pool they came from.
-    pub const IP_ALLOCATED_FROM_POOL: &str = "metallb.io/ip-allocated-from-pool";
+    /// The `metallb.io/` names of the request annotations (MetalLB 0.14.9 and later; the old
+    /// names still work), beside the old ones, under which a view keeps them.
+    const RENAMED: [(&str, &str); 3] = [
+        ("metallb.io/address-pool", ADDRESS_POOL),
+        ("metallb.io/loadBalancerIPs", LOAD_BALANCER_IPS),
+        ("metallb.io/allow-shared-ip", ALLOW_SHARED_IP),
+    ];
 
     /// The annotations with each `metallb.io/` request annotation (`address-pool`,
     /// `loadBalancerIPs`, `allow-shared-ip`) under its `metallb.universe.tf/` name, which the
     /// rest of ferrolb reads. The new name wins when a Service has both, as in MetalLB.
     pub fn canonical(mut a: BTreeMap<String, String>) -> BTreeMap<String, String> {
-        for old in [ADDRESS_POOL, LOAD_BALANCER_IPS, ALLOW_SHARED_IP] {
-            let new = format!("{NEW_PREFIX}{}", &old[OLD_PREFIX.len()..]);
-            if let Some(v) = a.remove(&new) {
+        for (new, old) in RENAMED {
+            if let Some(v) = a.remove(new) {
                 a.insert(old.to_string(), v);
             }
         }
@@ -264,11 +264,7 @@ pub mod annotations {
 
     /// True for an annotation the allocator reads, under either name.
     pub fn read_by_allocator(key: &str) -> bool {
-        [ADDRESS_POOL, LOAD_BALANCER_IPS, ALLOW_SHARED_IP]
-            .iter()
-            .any(|old| {
-                key == *old || key.strip_prefix(NEW_PREFIX) == Some(&old[OLD_PREFIX.len()..])
-            })
+        RENAMED.iter().any(|(new, old)| key == *new || key == *old)
     }
 }
 

@@ -162,6 +162,9 @@ pub struct Allocator {
     /// While set, commits and releases leave the pools' free indexes alone;
     /// [`Allocator::retake_held`] then takes every held address in address order.
     defer_takes: bool,
+    /// Some pool has a `serviceAllocation`: the pools tried depend on the Service (kept with
+    /// the config, so the common case pays no scan of the pools).
+    by_service: bool,
 }
 
 impl Allocator {
@@ -179,6 +182,7 @@ impl Allocator {
             holders: HolderMap::default(),
             by_sharing_key: BTreeMap::new(),
             defer_takes: false,
+            by_service: false,
         };
         a.load_pools(config);
         a

@@ -193,7 +193,7 @@ impl Allocator {
         fams: &Fams,
         share: Option<&SharingInfo>,
     ) -> Result<(Ips, usize), AllocError> {
-        if !self.config.allocates_by_service() {
+        if !self.by_service {
             if let Some(found) = self.pick_auto(req, fams, share) {
                 return Ok(found);
             }
@@ -248,7 +248,7 @@ impl Allocator {
                 .ok_or_else(|| AllocError::UnknownPool { pool: want.clone() })?;
             self.admitted(p, v)?;
             vec![p]
-        } else if self.config.allocates_by_service() {
+        } else if self.by_service {
             let pools = self.config.unasked_pools(&v.key.namespace, &v.labels);
             if pools.is_empty() {
                 return Err(AllocError::NoPoolAdmits);
