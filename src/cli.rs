@@ -27,12 +27,46 @@ pub enum Command {
     Speaker(SpeakerArgs),
 }
 
+/// `--config-source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigSource {
+    Configmap,
+    Crds,
+    Auto,
+}
+
+impl From<ConfigSource> for ferrolb_config::source::Source {
+    fn from(s: ConfigSource) -> Self {
+        match s {
+            ConfigSource::Configmap => ferrolb_config::source::Source::ConfigMap,
+            ConfigSource::Crds => ferrolb_config::source::Source::Crds,
+            ConfigSource::Auto => ferrolb_config::source::Source::Auto,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate a configuration and, with --services, check that it keeps every assigned address.
     Check(ConfigCheckArgs),
     /// Print the ConfigMap manifest for a configuration given in any form (validated first).
     Render(ConfigRenderArgs),
+    /// Print the MetalLB custom resources (metallb.io) equivalent to a configuration given in any
+    /// form (validated first), for MetalLB 0.13 and later or ferrolb with `--config-source crds`.
+    Convert(ConfigConvertArgs),
+    /// Print the CustomResourceDefinitions of MetalLB's resources as ferrolb serves them
+    /// (manifests/base/crds.yaml).
+    Crds,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigConvertArgs {
+    /// The configuration: raw config YAML, a ConfigMap manifest, addon values with
+    /// `configInline`, or a cluster.yaml with a metallb addon. `-` reads standard input.
+    pub path: PathBuf,
+    /// Namespace of the objects (where ferrolb or MetalLB runs).
+    #[arg(long, default_value = "metallb-system")]
+    pub namespace: String,
 }
 
 #[derive(Debug, Args)]
@@ -51,7 +85,8 @@ pub struct ConfigRenderArgs {
 #[derive(Debug, Args)]
 pub struct ConfigCheckArgs {
     /// The configuration: raw config YAML, a ConfigMap manifest, addon values with
-    /// `configInline`, or a cluster.yaml with a metallb addon. `-` reads standard input.
+    /// `configInline`, a cluster.yaml with a metallb addon, or MetalLB custom resources
+    /// (metallb.io objects, several documents or a `kind: List`). `-` reads standard input.
     pub path: PathBuf,
     /// Services as `kubectl get svc -A -o yaml` prints them; report every Service whose current
     /// address the configuration would break.
@@ -80,6 +115,11 @@ pub struct ControllerArgs {
     /// Name of the ConfigMap holding the MetalLB-format configuration (key `config`).
     #[arg(long, default_value = "config")]
     pub config_map: String,
+    /// Where the configuration comes from: the ConfigMap (MetalLB 0.12), MetalLB's custom
+    /// resources in the namespace (metallb.io, MetalLB 0.13 and later), or `auto`: whichever is
+    /// there; both there must mean the same, else the new configuration is refused.
+    #[arg(long, value_enum, env = "FERROLB_CONFIG_SOURCE", default_value_t = ConfigSource::Auto)]
+    pub config_source: ConfigSource,
     /// Name of the coordination.k8s.io Lease used for leader election.
     #[arg(long, default_value = "ferrolb-controller")]
     pub lease_name: String,
@@ -155,6 +195,11 @@ pub struct SpeakerArgs {
     /// Name of the ConfigMap holding the MetalLB-format configuration (key `config`).
     #[arg(long, default_value = "config")]
     pub config_map: String,
+    /// Where the configuration comes from: the ConfigMap (MetalLB 0.12), MetalLB's custom
+    /// resources in the namespace (metallb.io, MetalLB 0.13 and later), or `auto`: whichever is
+    /// there; both there must mean the same, else the new configuration is refused.
+    #[arg(long, value_enum, env = "FERROLB_CONFIG_SOURCE", default_value_t = ConfigSource::Auto)]
+    pub config_source: ConfigSource,
     /// The spec.loadBalancerClass served, besides Services without a class.
     #[arg(long, default_value = ferrolb_config::service::DEFAULT_CLASS)]
     pub load_balancer_class: String,

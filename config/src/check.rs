@@ -10,10 +10,9 @@ use serde_json::json;
 use crate::addr::{to_u128, IpRange};
 use crate::compat::{breaking, held_addresses, Breakage};
 use crate::errors::{ConfigError, ConfigWarning};
-use crate::forms::{extract_with_warnings, InputForm};
-use crate::model::{Config, Protocol};
+use crate::forms::{extract_with_warnings, read, InputForm};
+use crate::model::Config;
 use crate::service::{ServiceView, DEFAULT_CLASS};
-use crate::validate::validate;
 
 /// Everything `config check` found out about one configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,10 +73,11 @@ impl Report {
                 return report;
             }
         };
-        report.warnings = found.warnings;
-        match validate(&found.value, "") {
+        report.warnings = found.warnings.clone();
+        match read(&found) {
             Err(e) => report.errors = e.0,
-            Ok(config) => {
+            Ok((config, warnings)) => {
+                report.warnings = warnings;
                 if let Some(svcs) = services {
                     let held = held_addresses(svcs, DEFAULT_CLASS);
                     report.held = held.len();
@@ -177,10 +177,38 @@ fn pool_line(pool: &crate::model::Pool) -> String {
     if pool.avoid_buggy_ips {
         flags.push("avoid-buggy-ips".to_string());
     }
+    if let Some(a) = &pool.service_allocation {
+        let mut s = String::from("serviceAllocation");
+        if a.priority != 0 {
+            s.push_str(&format!(" priority {}", a.priority));
+        }
+        if let Some(ns) = &a.namespaces {
+            let ns: Vec<&str> = ns.iter().map(String::as_str).collect();
+            s.push_str(&format!(" namespaces [{}]", ns.join(",")));
+        }
+        if !a.service_selectors.is_empty() {
+            s.push_str(&format!(
+                " {} service selector(s)",
+                a.service_selectors.len()
+            ));
+        }
+        flags.push(s);
+    }
     if !pool.interfaces.is_empty() {
         flags.push(format!("interfaces {}", pool.interfaces.join(",")));
     }
-    if pool.protocol == Protocol::Bgp {
+    for a in &pool.l2_advertisements {
+        let on = if a.interfaces.is_empty() {
+            "every interface".to_string()
+        } else {
+            a.interfaces.join(",")
+        };
+        flags.push(format!(
+            "layer2 from nodes of {} selector(s) on {on}",
+            a.node_selectors.len()
+        ));
+    }
+    if pool.protocol.bgp() {
         let ads: Vec<String> = pool
             .bgp_advertisements
             .iter()
@@ -194,6 +222,18 @@ fn pool_line(pool: &crate::model::Pool) -> String {
                 }
                 for c in &a.communities {
                     s.push_str(&format!(" {c}"));
+                }
+                for c in &a.large_communities {
+                    s.push_str(&format!(" {c}"));
+                }
+                if !a.peers.is_empty() {
+                    s.push_str(&format!(" peers {}", a.peers.join(",")));
+                }
+                if !a.node_selectors.is_empty() {
+                    s.push_str(&format!(
+                        " from nodes of {} selector(s)",
+                        a.node_selectors.len()
+                    ));
                 }
                 s
             })
@@ -219,6 +259,10 @@ fn peer_line(peer: &crate::model::Peer) -> String {
         format!("[{}]:{}", peer.peer_address, peer.peer_port)
     } else {
         format!("{}:{}", peer.peer_address, peer.peer_port)
+    };
+    let port = match &peer.name {
+        Some(name) => format!("{name} {port}"),
+        None => port,
     };
     format!(
         "  peer {port}: my-asn {} peer-asn {} ({}), hold-time {}s, keepalive-time {}s{}{}",

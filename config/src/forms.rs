@@ -25,6 +25,8 @@ pub enum InputForm {
     HelmValues,
     /// `configInline` in the `values` of the `metallb` addon of a Konvoy cluster.yaml.
     KonvoyClusterYaml,
+    /// MetalLB's custom resources (`metallb.io` objects), as MetalLB 0.13 and later read them.
+    CustomResources,
 }
 
 impl fmt::Display for InputForm {
@@ -38,6 +40,7 @@ impl fmt::Display for InputForm {
             InputForm::KonvoyClusterYaml => {
                 f.write_str("Konvoy cluster.yaml (metallb addon values.configInline)")
             }
+            InputForm::CustomResources => f.write_str("MetalLB custom resources (metallb.io)"),
         }
     }
 }
@@ -80,11 +83,25 @@ pub fn extract(text: &str) -> Result<(InputForm, Value), ConfigErrors> {
     extract_with_warnings(text).map(|e| (e.form, e.value))
 }
 
-/// The configuration value, where it came from, and the warnings about the input.
+/// The configuration value, where it came from, and the warnings about the input. MetalLB
+/// custom resources come back as the list of documents (read them with [`read`]).
 pub fn extract_with_warnings(text: &str) -> Result<Extracted, ConfigErrors> {
     let docs = documents(text, "<input>")?;
     let mut found: Vec<Result<Extracted, ConfigErrors>> =
         docs.iter().filter_map(recognise).collect();
+    if crate::crd::text::has_custom_resources(&docs) {
+        if !found.is_empty() {
+            return Err(ConfigErrors::one(ConfigError::new(
+                "<input>",
+                None,
+                "holds both MetalLB custom resources and a ConfigMap-format configuration; give one",
+            )));
+        }
+        return Ok(Extracted::plain(
+            InputForm::CustomResources,
+            Value::Sequence(docs),
+        ));
+    }
     match found.len() {
         0 => match docs.as_slice() {
             [] => Ok(Extracted::plain(InputForm::Raw, Value::Null)),
@@ -157,6 +174,21 @@ fn recognise(doc: &Value) -> Option<Result<Extracted, ConfigErrors>> {
     None
 }
 
+/// The configuration that [`extract_with_warnings`] found, validated, with the warnings about
+/// its input (custom resources: the objects skipped).
+pub fn read(found: &Extracted) -> Result<(crate::Config, Vec<ConfigWarning>), ConfigErrors> {
+    let mut warnings = found.warnings.clone();
+    let config = match (&found.form, &found.value) {
+        (InputForm::CustomResources, Value::Sequence(docs)) => {
+            let (config, skipped) = crate::crd::text::read_documents(docs)?;
+            warnings.extend(skipped);
+            config
+        }
+        (_, value) => crate::validate::validate(value, "")?,
+    };
+    Ok((config, warnings))
+}
+
 /// `configInline` is a mapping; some values files hold it as a YAML string instead. Empty
 /// (null) reads as an empty configuration.
 pub(crate) fn inline_value(v: &Value, path: &str) -> Result<Value, ConfigErrors> {
@@ -200,8 +232,17 @@ pub struct Rendered {
 /// re-emitted as read (comments are not kept).
 pub fn render_configmap(text: &str, namespace: &str, name: &str) -> Result<Rendered, ConfigErrors> {
     let Extracted {
-        value, warnings, ..
+        form,
+        value,
+        warnings,
     } = extract_with_warnings(text)?;
+    if form == InputForm::CustomResources {
+        return Err(ConfigErrors::one(ConfigError::new(
+            "<input>",
+            None,
+            "MetalLB custom resources are applied as they are (kubectl apply -f); there is no ConfigMap to render",
+        )));
+    }
     crate::validate::validate(&value, "")?;
     let config = if value.is_null() {
         String::new()

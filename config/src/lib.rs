@@ -11,6 +11,7 @@ pub mod addr;
 pub mod check;
 mod cidr;
 pub mod compat;
+pub mod crd;
 mod duration;
 pub mod errors;
 pub mod forms;
@@ -23,6 +24,7 @@ mod parse;
 mod peers;
 mod pools;
 pub mod service;
+pub mod source;
 mod validate;
 mod yamlx;
 
@@ -32,8 +34,8 @@ pub use errors::{ConfigError, ConfigErrors, ConfigWarning};
 pub use forms::InputForm;
 pub use gate::{ConfigGate, ConfigVerdict, Refusal, RefusalCause};
 pub use model::{
-    BfdProfile, BgpAdvertisement, Community, Config, MatchExpression, NodeSelector, Peer, Pool,
-    Protocol, SelectorOperator,
+    BfdProfile, BgpAdvertisement, Community, Config, L2Advertisement, LargeCommunity,
+    MatchExpression, NodeSelector, Peer, Pool, Protocol, SelectorOperator, ServiceAllocation,
 };
 pub use parse::{parse, parse_with_form, parse_with_warnings, Parsed};
 pub use service::{is_ours, IpFamilyPolicy, ServiceKey, ServicePort, ServiceView, TrafficPolicy};

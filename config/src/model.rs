@@ -22,6 +22,9 @@ pub struct Config {
     /// `bgp-communities`: alias -> community.
     pub communities: BTreeMap<String, Community>,
     pub bfd_profiles: Vec<BfdProfile>,
+    /// Aliases of large communities (MetalLB's Community objects; the ConfigMap has none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub large_communities: BTreeMap<String, LargeCommunity>,
 }
 
 impl Config {
@@ -30,18 +33,70 @@ impl Config {
         self.pools.iter().find(|p| p.name == name)
     }
 
+    /// The pools that give addresses to a Service (in `namespace`, with `labels`) that asks for
+    /// none, in the order they are tried (MetalLB's order): the auto-assign pools whose
+    /// `serviceAllocation` admits the Service, lower priority first (no priority last; ties in
+    /// config order), then the auto-assign pools without one, in config order. Indices into
+    /// `pools`.
+    pub fn unasked_pools(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Vec<usize> {
+        let mut pinned: Vec<(u32, usize)> = Vec::new();
+        let mut rest: Vec<usize> = Vec::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            if !p.serves_unasked(namespace, labels) {
+                continue;
+            }
+            match &p.service_allocation {
+                Some(a) => pinned.push((
+                    if a.priority == 0 {
+                        u32::MAX
+                    } else {
+                        a.priority
+                    },
+                    i,
+                )),
+                None => rest.push(i),
+            }
+        }
+        pinned.sort();
+        pinned.into_iter().map(|(_, i)| i).chain(rest).collect()
+    }
+
+    /// True when some pool has a `serviceAllocation` (pools then depend on the Service).
+    pub fn allocates_by_service(&self) -> bool {
+        self.pools.iter().any(|p| p.service_allocation.is_some())
+    }
+
     /// The pool whose addresses contain `ip`, if any (pools never overlap, so at most one).
     pub fn pool_containing(&self, ip: &IpAddr) -> Option<&Pool> {
         self.pools.iter().find(|p| p.contains(ip))
     }
 }
 
-/// `protocol:` of an address pool.
+/// How a pool's addresses are announced: `protocol:` of a ConfigMap pool (`bgp` or `layer2`). A
+/// pool read from MetalLB's CRDs is announced by the advertisements that select it, which may be
+/// both kinds or none: [`Protocol::Layer2AndBgp`] and [`Protocol::Unannounced`] exist only there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Bgp,
     Layer2,
+    /// Selected by an L2Advertisement and by a BGPAdvertisement.
+    #[serde(rename = "layer2+bgp")]
+    Layer2AndBgp,
+    /// Selected by no advertisement: addresses are assigned but nobody announces them.
+    Unannounced,
+}
+
+impl Protocol {
+    /// Announced by layer2 (ARP/NDP).
+    pub fn layer2(self) -> bool {
+        matches!(self, Protocol::Layer2 | Protocol::Layer2AndBgp)
+    }
+
+    /// Announced by BGP.
+    pub fn bgp(self) -> bool {
+        matches!(self, Protocol::Bgp | Protocol::Layer2AndBgp)
+    }
 }
 
 impl fmt::Display for Protocol {
@@ -49,6 +104,8 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::Bgp => "bgp",
             Protocol::Layer2 => "layer2",
+            Protocol::Layer2AndBgp => "layer2+bgp",
+            Protocol::Unannounced => "unannounced",
         })
     }
 }
@@ -67,7 +124,18 @@ pub struct Pool {
     /// BGP pools only; never empty for a BGP pool (a default advertisement is filled in).
     pub bgp_advertisements: Vec<BgpAdvertisement>,
     /// ferrolb extension (layer2 pools): announce only on these interfaces; empty = all usable ones.
+    /// Applies when `l2_advertisements` is empty.
     pub interfaces: Vec<String>,
+    /// Layer2 pools from MetalLB's CRDs whose L2Advertisements select nodes: announce only from
+    /// the nodes some advertisement selects, on that node's interfaces
+    /// ([`Pool::layer2_interfaces_on`]). Empty: every node, on `interfaces` (always so for a
+    /// ConfigMap pool).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub l2_advertisements: Vec<L2Advertisement>,
+    /// MetalLB's `serviceAllocation`: which Services the pool serves when it picks addresses by
+    /// itself, and before which other pools. `None`: every Service, after the pools that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_allocation: Option<ServiceAllocation>,
 }
 
 impl Pool {
@@ -79,6 +147,46 @@ impl Pool {
     /// True when the pool may hand out `ip`: inside a range and not excluded by `avoid_buggy_ips`.
     pub fn may_assign(&self, ip: &IpAddr) -> bool {
         self.contains(ip) && !(self.avoid_buggy_ips && crate::addr::is_buggy_ip(ip))
+    }
+
+    /// The interfaces to answer on for this pool's addresses on a node with `labels`: `None` when
+    /// the node may not announce them by layer2 (not a layer2 pool, or no L2Advertisement selects
+    /// the node); `Some(empty)` for every usable interface.
+    pub fn layer2_interfaces_on(&self, labels: &BTreeMap<String, String>) -> Option<Vec<String>> {
+        if !self.protocol.layer2() {
+            return None;
+        }
+        if self.l2_advertisements.is_empty() {
+            return Some(self.interfaces.clone());
+        }
+        let mut selecting = self
+            .l2_advertisements
+            .iter()
+            .filter(|a| selects(&a.node_selectors, labels))
+            .peekable();
+        selecting.peek()?;
+        let mut out: Vec<String> = Vec::new();
+        for a in selecting {
+            if a.interfaces.is_empty() {
+                return Some(Vec::new());
+            }
+            for i in &a.interfaces {
+                if !out.contains(i) {
+                    out.push(i.clone());
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// True when a Service (namespace, labels) may get addresses from this pool without asking
+    /// for it, by MetalLB's `serviceAllocation` rules.
+    pub fn serves_unasked(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.auto_assign
+            && self
+                .service_allocation
+                .as_ref()
+                .is_none_or(|a| a.admits(namespace, labels))
     }
 
     /// The families this pool has addresses of, IPv4 first.
@@ -101,6 +209,15 @@ pub struct BgpAdvertisement {
     pub local_pref: Option<u32>,
     /// Communities with aliases resolved, in the order written.
     pub communities: Vec<Community>,
+    /// Large communities (RFC 8092) with aliases resolved, in the order written (CRDs only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub large_communities: Vec<LargeCommunity>,
+    /// Announce only from nodes one of these selects; empty: every node (CRDs only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_selectors: Vec<NodeSelector>,
+    /// Announce only to the peers of these names ([`Peer::name`]); empty: every peer (CRDs only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
 }
 
 impl Default for BgpAdvertisement {
@@ -110,7 +227,77 @@ impl Default for BgpAdvertisement {
             aggregation_length_v6: 128,
             local_pref: None,
             communities: Vec::new(),
+            large_communities: Vec::new(),
+            node_selectors: Vec::new(),
+            peers: Vec::new(),
         }
+    }
+}
+
+impl BgpAdvertisement {
+    /// True when this advertisement applies to the session with `peer` from a node with `labels`.
+    pub fn applies_to(&self, peer: &Peer, labels: &BTreeMap<String, String>) -> bool {
+        selects(&self.node_selectors, labels)
+            && (self.peers.is_empty()
+                || peer
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| self.peers.iter().any(|p| p == n)))
+    }
+}
+
+/// One L2Advertisement as it applies to a pool: the nodes that announce and their interfaces.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct L2Advertisement {
+    /// Announce only on these interfaces; empty: every usable interface.
+    pub interfaces: Vec<String>,
+    /// Nodes one of these selects announce; empty: every node.
+    pub node_selectors: Vec<NodeSelector>,
+}
+
+/// MetalLB's `serviceAllocation` of an IPAddressPool, namespace selectors already resolved to
+/// names (they are matched against the Namespaces when the configuration is read).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ServiceAllocation {
+    /// Lower first; 0: no priority, after every pool that has one.
+    pub priority: u32,
+    /// `Some`: only Services in these namespaces (`namespaces` and the namespaces that
+    /// `namespaceSelectors` matched); `None`: any namespace.
+    pub namespaces: Option<std::collections::BTreeSet<String>>,
+    /// Only Services one of these selects; empty: any Service.
+    pub service_selectors: Vec<NodeSelector>,
+}
+
+impl ServiceAllocation {
+    /// True when a Service in `namespace` with `labels` may use the pool.
+    pub fn admits(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|n| n.contains(namespace))
+            && selects(&self.service_selectors, labels)
+    }
+}
+
+/// OR across selectors; no selector selects everything.
+fn selects(selectors: &[NodeSelector], labels: &BTreeMap<String, String>) -> bool {
+    selectors.is_empty() || selectors.iter().any(|s| s.matches(labels))
+}
+
+/// A large BGP community (RFC 8092) `large:GA:LD1:LD2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct LargeCommunity {
+    pub global_admin: u32,
+    pub local_data1: u32,
+    pub local_data2: u32,
+}
+
+impl fmt::Display for LargeCommunity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "large:{}:{}:{}",
+            self.global_admin, self.local_data1, self.local_data2
+        )
     }
 }
 
@@ -139,6 +326,9 @@ impl fmt::Display for Community {
 /// One entry of `peers`, defaults filled in. `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct Peer {
+    /// The BGPPeer's name (CRDs only), which BGPAdvertisements' `peers` refer to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub my_asn: u32,
     pub peer_asn: u32,
     pub peer_address: IpAddr,
@@ -162,6 +352,7 @@ pub struct Peer {
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Peer")
+            .field("name", &self.name)
             .field("my_asn", &self.my_asn)
             .field("peer_asn", &self.peer_asn)
             .field("peer_address", &self.peer_address)
@@ -185,7 +376,7 @@ impl Peer {
 
     /// True when a node with these labels should peer: any selector matches, or there is none.
     pub fn selects_node(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.node_selectors.is_empty() || self.node_selectors.iter().any(|s| s.matches(labels))
+        selects(&self.node_selectors, labels)
     }
 }
 

@@ -3,9 +3,8 @@
 //! Must not: do I/O (callers read files).
 
 use crate::errors::{ConfigErrors, ConfigWarning};
-use crate::forms::{extract_with_warnings, InputForm};
+use crate::forms::{extract_with_warnings, read, InputForm};
 use crate::model::Config;
-use crate::validate::validate;
 
 /// A configuration read and validated, where it was found, and the warnings about the input
 /// (e.g. a Konvoy `metallb` addon with `enabled: false`), which callers show to the user.
@@ -16,7 +15,8 @@ pub struct Parsed {
     pub warnings: Vec<ConfigWarning>,
 }
 
-/// Parses and validates a MetalLB v0.12 configuration in any supported input form.
+/// Parses and validates a MetalLB configuration in any supported input form: the v0.12 format
+/// (raw, ConfigMap, Helm values, Konvoy cluster.yaml) or MetalLB's custom resources.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     parse_with_warnings(text).map(|p| p.config)
 }
@@ -29,10 +29,10 @@ pub fn parse_with_form(text: &str) -> Result<(InputForm, Config), ConfigErrors> 
 /// Like [`parse_with_form`], also returning the warnings about the input.
 pub fn parse_with_warnings(text: &str) -> Result<Parsed, ConfigErrors> {
     let found = extract_with_warnings(text)?;
-    let config = validate(&found.value, "")?;
+    let (config, warnings) = read(&found)?;
     Ok(Parsed {
         form: found.form,
         config,
-        warnings: found.warnings,
+        warnings,
     })
 }

@@ -13,7 +13,7 @@ use crate::labels;
 use crate::model::{MatchExpression, NodeSelector, Peer, SelectorOperator};
 use crate::yamlx::{describe, index, Obj};
 
-const PEER_KEYS: &[&str] = &[
+pub const PEER_KEYS: &[&str] = &[
     "my-asn",
     "peer-asn",
     "peer-address",
@@ -49,15 +49,26 @@ pub fn parse_peer(v: &Value, path: &str, p: &mut Problems) -> ParsedPeer {
             bfd_profile: None,
         };
     };
+    read_peer(&o, p)
+}
+
+/// Reads a peer from `o`, whose keys were checked against [`PEER_KEYS`] (a ConfigMap `peers`
+/// entry, or a BGPPeer's `spec` in CRD spelling).
+pub fn read_peer(o: &Obj<'_>, p: &mut Problems) -> ParsedPeer {
     let before = p.len();
-    let my_asn = asn(&o, "my-asn", "local", p);
-    let peer_asn = asn(&o, "peer-asn", "peer", p);
+    let my_asn = asn(o, "my-asn", "local", p);
+    let peer_asn = asn(o, "peer-asn", "peer", p);
     let ebgp_multihop = o.boolean("ebgp-multihop", p).unwrap_or(false);
     if ebgp_multihop && my_asn.is_some() && my_asn == peer_asn {
         p.push(
             &o.field("ebgp-multihop"),
             Some("true".to_string()),
-            "ebgp-multihop is not allowed for an iBGP peer (my-asn equals peer-asn)",
+            format!(
+                "{} is not allowed for an iBGP peer ({} equals {})",
+                o.name("ebgp-multihop"),
+                o.name("my-asn"),
+                o.name("peer-asn")
+            ),
         );
     }
     let peer_address = match o.string("peer-address", p) {
@@ -80,9 +91,9 @@ pub fn parse_peer(v: &Value, path: &str, p: &mut Problems) -> ParsedPeer {
         None | Some(0) => 179,
         Some(n) => u16::try_from(n).unwrap_or(179),
     };
-    let hold_time = hold_time(&o, p);
+    let hold_time = hold_time(o, p);
     // With an invalid hold-time the keepalive-time is still checked on its own.
-    let keepalive_time = keepalive_time(&o, hold_time, p);
+    let keepalive_time = keepalive_time(o, hold_time, p);
     let router_id = o
         .string("router-id", p)
         .filter(|s| !s.is_empty())
@@ -96,7 +107,7 @@ pub fn parse_peer(v: &Value, path: &str, p: &mut Problems) -> ParsedPeer {
         .flatten()
         .enumerate()
     {
-        if let Some(s) = node_selector(sel, &index(&o.field("node-selectors"), i), p) {
+        if let Some(s) = node_selector(o, sel, &index(&o.field("node-selectors"), i), p) {
             node_selectors.push(s);
         }
     }
@@ -109,6 +120,7 @@ pub fn parse_peer(v: &Value, path: &str, p: &mut Problems) -> ParsedPeer {
             if p.len() == before =>
         {
             Some(Peer {
+                name: None,
                 my_asn,
                 peer_asn,
                 peer_address,
@@ -238,7 +250,11 @@ fn keepalive_time(o: &Obj<'_>, hold: Option<Duration>, p: &mut Problems) -> Opti
                 p.push(
                     &path,
                     Some(s),
-                    format!("must not exceed hold-time ({}s)", hold.as_secs()),
+                    format!(
+                        "must not exceed {} ({}s)",
+                        o.name("hold-time"),
+                        hold.as_secs()
+                    ),
                 );
                 None
             } else {
@@ -248,8 +264,14 @@ fn keepalive_time(o: &Obj<'_>, hold: Option<Duration>, p: &mut Problems) -> Opti
     }
 }
 
-fn node_selector(v: &Value, path: &str, p: &mut Problems) -> Option<NodeSelector> {
-    let o = Obj::new(v, path, &["match-labels", "match-expressions"], None, p)?;
+/// A label selector (`match-labels`, `match-expressions`) nested in `parent`, spelled as it is.
+pub fn node_selector(
+    parent: &Obj<'_>,
+    v: &Value,
+    path: &str,
+    p: &mut Problems,
+) -> Option<NodeSelector> {
+    let o = parent.child(v, path, &["match-labels", "match-expressions"], p)?;
     let before = p.len();
     let match_labels = o.string_map("match-labels", p);
     for (k, val) in &match_labels {
@@ -269,7 +291,7 @@ fn node_selector(v: &Value, path: &str, p: &mut Problems) -> Option<NodeSelector
         .enumerate()
     {
         let epath = index(&o.field("match-expressions"), i);
-        if let Some(m) = expression(e, &epath, p) {
+        if let Some(m) = expression(&o, e, &epath, p) {
             match_expressions.push(m);
         }
     }
@@ -279,8 +301,13 @@ fn node_selector(v: &Value, path: &str, p: &mut Problems) -> Option<NodeSelector
     })
 }
 
-fn expression(v: &Value, path: &str, p: &mut Problems) -> Option<MatchExpression> {
-    let o = Obj::new(v, path, &["key", "operator", "values"], None, p)?;
+fn expression(
+    parent: &Obj<'_>,
+    v: &Value,
+    path: &str,
+    p: &mut Problems,
+) -> Option<MatchExpression> {
+    let o = parent.child(v, path, &["key", "operator", "values"], p)?;
     let before = p.len();
     let key = o.string("key", p).unwrap_or_default();
     if key.is_empty() {

@@ -9,7 +9,7 @@ use serde_yaml::Value;
 
 use crate::cidr::{parse_entry, AddressEntry};
 use crate::errors::Problems;
-use crate::model::{BgpAdvertisement, Community, Pool, Protocol};
+use crate::model::{BgpAdvertisement, Community, LargeCommunity, Pool, Protocol};
 use crate::yamlx::{index, Obj};
 
 const POOL_KEYS: &[&str] = &[
@@ -110,7 +110,7 @@ pub fn parse_pool(
                 "only bgp pools have bgp-advertisements (this pool is layer2)",
             );
         }
-        Some(Protocol::Layer2) => {}
+        Some(Protocol::Layer2 | Protocol::Layer2AndBgp | Protocol::Unannounced) => {}
         Some(Protocol::Bgp) => {
             bgp_advertisements = advertisements(
                 &o,
@@ -134,6 +134,8 @@ pub fn parse_pool(
                 auto_assign,
                 bgp_advertisements,
                 interfaces,
+                l2_advertisements: Vec::new(),
+                service_allocation: None,
             });
         }
     }
@@ -180,8 +182,17 @@ fn advertisements(
         }
         seen.push((apath.clone(), key));
 
-        let v4 = aggregation(&a, "aggregation-length", agg, 32, entries, false, p);
-        let v6 = aggregation(&a, "aggregation-length-v6", agg6, 128, entries, true, p);
+        let v4 = aggregation(&a, "aggregation-length", agg, 32, entries, false, None, p);
+        let v6 = aggregation(
+            &a,
+            "aggregation-length-v6",
+            agg6,
+            128,
+            entries,
+            true,
+            None,
+            p,
+        );
         let mut resolved = Vec::new();
         for (k, (cpath, c)) in comms.iter().enumerate() {
             if comms[..k].iter().any(|(_, prev)| prev == c) {
@@ -213,20 +224,24 @@ fn advertisements(
                 aggregation_length_v6: v6,
                 local_pref: localpref.and_then(|l| u32::try_from(l).ok()),
                 communities: resolved,
+                ..BgpAdvertisement::default()
             });
         }
     }
     out
 }
 
-/// `aggregation-length(-v6)`: within 0..=max and not shorter than any entry's prefix.
-fn aggregation(
+/// `aggregation-length(-v6)`: within 0..=max and not shorter than any entry's prefix. `pool`
+/// names the pool of `entries` in messages when the advertisement is not inside it (CRDs).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn aggregation(
     a: &Obj<'_>,
     key: &str,
     raw: Option<i64>,
     max: u8,
     entries: &[(String, String, AddressEntry)],
     v6: bool,
+    pool: Option<&str>,
     p: &mut Problems,
 ) -> Option<u8> {
     let len = match raw {
@@ -253,7 +268,11 @@ fn aggregation(
         let lowest = e.lowest_prefix();
         if len < lowest {
             ok = false;
-            let entry = epath.rsplit('.').next().unwrap_or(epath);
+            let last = epath.rsplit('.').next().unwrap_or(epath);
+            let entry = match pool {
+                Some(pool) => format!("IPAddressPool {pool} {last}"),
+                None => last.to_string(),
+            };
             p.push(
                 &a.field(key),
                 Some(len.to_string()),
@@ -264,6 +283,25 @@ fn aggregation(
         }
     }
     ok.then_some(len)
+}
+
+/// `large:GA:LD1:LD2`, each part 0..=4294967295 (MetalLB's CRD spelling of a large community).
+pub fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
+    let Some(rest) = s.strip_prefix("large:") else {
+        return Err("not a large community of the form large:GA:LD1:LD2".to_string());
+    };
+    let parse = |x: &str| x.parse::<u32>().ok().filter(|_| !x.starts_with('+'));
+    match rest.split(':').map(parse).collect::<Vec<_>>().as_slice() {
+        [Some(a), Some(b), Some(c)] => Ok(LargeCommunity {
+            global_admin: *a,
+            local_data1: *b,
+            local_data2: *c,
+        }),
+        _ => Err(
+            "not a large community of the form large:GA:LD1:LD2 (each part 0 to 4294967295)"
+                .to_string(),
+        ),
+    }
 }
 
 /// `AA:NN`, each part 0..=65535.
@@ -290,6 +328,11 @@ fn interfaces(o: &Obj<'_>, protocol: Option<Protocol>, p: &mut Problems) -> Vec<
         );
         return Vec::new();
     }
+    interface_names(list, p)
+}
+
+/// `interfaces` as read (`(path, name)`): Linux interface names, each once.
+pub(crate) fn interface_names(list: Vec<(String, String)>, p: &mut Problems) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for (path, name) in list {
         let bad = name.is_empty()

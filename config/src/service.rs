@@ -197,7 +197,7 @@ impl ServiceFields {
             ip_family_policy,
             cluster_ips: parse_ips(&cluster_ip_texts),
             load_balancer_ip: load_balancer_ip.filter(|s| !s.is_empty()),
-            annotations,
+            annotations: annotations::canonical(annotations),
             labels,
             ports: ports
                 .into_iter()
@@ -237,14 +237,74 @@ pub fn is_ours(view: &ServiceView, our_class: &str) -> bool {
 
 /// Annotation names MetalLB users already use.
 pub mod annotations {
+    use std::collections::BTreeMap;
+
     pub const ADDRESS_POOL: &str = "metallb.universe.tf/address-pool";
     pub const LOAD_BALANCER_IPS: &str = "metallb.universe.tf/loadBalancerIPs";
     pub const ALLOW_SHARED_IP: &str = "metallb.universe.tf/allow-shared-ip";
+    /// The `metallb.io/` names of the request annotations (MetalLB 0.14.9 and later; the old
+    /// names still work), beside the old ones, under which a view keeps them.
+    const RENAMED: [(&str, &str); 3] = [
+        ("metallb.io/address-pool", ADDRESS_POOL),
+        ("metallb.io/loadBalancerIPs", LOAD_BALANCER_IPS),
+        ("metallb.io/allow-shared-ip", ALLOW_SHARED_IP),
+    ];
+
+    /// The annotations with each `metallb.io/` request annotation (`address-pool`,
+    /// `loadBalancerIPs`, `allow-shared-ip`) under its `metallb.universe.tf/` name, which the
+    /// rest of ferrolb reads. The new name wins when a Service has both, as in MetalLB.
+    pub fn canonical(mut a: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        for (new, old) in RENAMED {
+            if let Some(v) = a.remove(new) {
+                a.insert(old.to_string(), v);
+            }
+        }
+        a
+    }
+
+    /// True for an annotation the allocator reads, under either name.
+    pub fn read_by_allocator(key: &str) -> bool {
+        RENAMED.iter().any(|(new, old)| key == *new || key == *old)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metallb_io_annotations_are_read_as_the_old_names_and_win() {
+        let fields = ServiceFields {
+            annotations: BTreeMap::from([
+                ("metallb.io/address-pool".to_string(), "new".to_string()),
+                (
+                    "metallb.universe.tf/address-pool".to_string(),
+                    "old".to_string(),
+                ),
+                (
+                    "metallb.io/loadBalancerIPs".to_string(),
+                    "192.0.2.1".to_string(),
+                ),
+                ("metallb.io/other".to_string(), "x".to_string()),
+            ]),
+            ..ServiceFields::default()
+        };
+        let v = fields.into_view();
+        assert_eq!(
+            v.annotations,
+            BTreeMap::from([
+                ("metallb.io/other".to_string(), "x".to_string()),
+                (annotations::ADDRESS_POOL.to_string(), "new".to_string()),
+                (
+                    annotations::LOAD_BALANCER_IPS.to_string(),
+                    "192.0.2.1".to_string()
+                ),
+            ])
+        );
+        assert!(annotations::read_by_allocator("metallb.io/allow-shared-ip"));
+        assert!(annotations::read_by_allocator(annotations::ALLOW_SHARED_IP));
+        assert!(!annotations::read_by_allocator("metallb.io/other"));
+    }
 
     #[test]
     fn fields_become_a_view_by_the_documented_rules() {

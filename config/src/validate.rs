@@ -12,7 +12,7 @@ use crate::errors::{ConfigErrors, Problems};
 use crate::model::{BfdProfile, Config};
 use crate::peers::parse_peer;
 use crate::pools::{parse_community, parse_pool};
-use crate::yamlx::{index, Obj};
+use crate::yamlx::{index, Names, Obj};
 
 const ROOT_KEYS: &[&str] = &["peers", "bgp-communities", "address-pools", "bfd-profiles"];
 
@@ -63,13 +63,7 @@ pub fn validate(v: &Value, root: &str) -> Result<Config, ConfigErrors> {
         let path = index(&o.field("peers"), i);
         let parsed = parse_peer(v, &path, &mut p);
         if let Some(name) = parsed.bfd_profile {
-            let known = cfg.bfd_profiles.iter().any(|b| b.name == name);
-            let why = if known {
-                "ferrolb has no BFD yet: remove bfd-profile from this peer"
-            } else {
-                "no bfd-profiles entry has this name (and ferrolb has no BFD yet: remove bfd-profile from this peer)"
-            };
-            p.push(&format!("{path}.bfd-profile"), Some(name), why);
+            peer_bfd_profile(&name, &format!("{path}.bfd-profile"), &cfg, &mut p);
         }
         if let Some(peer) = parsed.peer {
             if let Some(j) = cfg.peers.iter().position(|x| *x == peer) {
@@ -105,9 +99,7 @@ pub fn validate(v: &Value, root: &str) -> Result<Config, ConfigErrors> {
 
     // address-pools
     let mut names: BTreeMap<String, String> = BTreeMap::new();
-    // (path, text, (pool index, pool name), range) of every address entry so far.
-    type Seen = (String, String, (usize, String), crate::IpRange);
-    let mut seen_entries: Vec<Seen> = Vec::new();
+    let mut seen = AddressEntries::default();
     for (i, v) in o
         .list("address-pools", &mut p)
         .into_iter()
@@ -130,28 +122,7 @@ pub fn validate(v: &Value, root: &str) -> Result<Config, ConfigErrors> {
             }
         }
         for (epath, text, e) in &parsed.entries {
-            if let Some((opath, otext, (opool_idx, opool), _)) = seen_entries
-                .iter()
-                .find(|(_, _, _, r)| r.overlaps(&e.range))
-            {
-                let whose = if *opool_idx == i {
-                    "of the same pool".to_string()
-                } else {
-                    format!("of pool {opool:?}")
-                };
-                p.push(
-                    epath,
-                    Some(text.clone()),
-                    format!("overlaps {opath} ({otext:?}) {whose}"),
-                );
-                ok = false;
-            }
-            seen_entries.push((
-                epath.clone(),
-                text.clone(),
-                (i, parsed.name.clone()),
-                e.range,
-            ));
+            ok &= seen.add(epath, text, (i, &parsed.name), e.range, &mut p);
         }
         if let (Some(pool), true) = (parsed.pool, ok) {
             cfg.pools.push(pool);
@@ -161,8 +132,71 @@ pub fn validate(v: &Value, root: &str) -> Result<Config, ConfigErrors> {
     p.into_result(cfg)
 }
 
+/// Every pool's address entries read so far, to report an entry that overlaps an earlier one.
+#[derive(Debug, Default)]
+pub(crate) struct AddressEntries(Vec<(String, String, (usize, String), crate::IpRange)>);
+
+impl AddressEntries {
+    /// Records the entry at `path` (written `text`) of pool `pool` (index, name). False, after
+    /// reporting it, when it overlaps an entry seen before.
+    pub fn add(
+        &mut self,
+        path: &str,
+        text: &str,
+        pool: (usize, &str),
+        range: crate::IpRange,
+        p: &mut Problems,
+    ) -> bool {
+        let mut ok = true;
+        if let Some((opath, otext, (opool_idx, opool), _)) =
+            self.0.iter().find(|(_, _, _, r)| r.overlaps(&range))
+        {
+            let whose = if *opool_idx == pool.0 {
+                "of the same pool".to_string()
+            } else {
+                format!("of pool {opool:?}")
+            };
+            p.push(
+                path,
+                Some(text.to_string()),
+                format!("overlaps {opath} ({otext:?}) {whose}"),
+            );
+            ok = false;
+        }
+        self.0.push((
+            path.to_string(),
+            text.to_string(),
+            (pool.0, pool.1.to_string()),
+            range,
+        ));
+        ok
+    }
+}
+
+/// A peer's `bfd-profile` (ConfigMap) or `bfdProfile` (BGPPeer), at `path`, against the
+/// profiles of `cfg`.
+pub(crate) fn peer_bfd_profile(name: &str, path: &str, cfg: &Config, p: &mut Problems) {
+    let known = cfg.bfd_profiles.iter().any(|b| b.name == name);
+    let why = if known {
+        "ferrolb has no BFD yet: remove bfd-profile from this peer"
+    } else {
+        "no bfd-profiles entry has this name (and ferrolb has no BFD yet: remove bfd-profile from this peer)"
+    };
+    p.push(path, Some(name.to_string()), why);
+}
+
 fn bfd_profile(v: &Value, path: &str, p: &mut Problems) -> Option<BfdProfile> {
-    let o = Obj::new(v, path, BFD_KEYS, None, p)?;
+    bfd_profile_named(v, path, Names::Kebab, p)
+}
+
+/// A `bfd-profiles` entry, or a BFDProfile's `spec` with its name put in (`names`: [`Names::Crd`]).
+pub(crate) fn bfd_profile_named(
+    v: &Value,
+    path: &str,
+    names: Names,
+    p: &mut Problems,
+) -> Option<BfdProfile> {
+    let o = Obj::named(v, path, BFD_KEYS, names, None, p)?;
     let before = p.len();
     let name = o.string("name", p).unwrap_or_default();
     if name.is_empty() {

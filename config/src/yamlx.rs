@@ -67,11 +67,66 @@ pub fn describe(v: &Value) -> String {
     }
 }
 
+/// How a schema spells its field names. Readers always ask for a field by its ConfigMap name
+/// (`hold-time`); MetalLB's CRDs spell the same field `holdTime` ([`CRD_NAMES`]), and paths and
+/// messages use the spelling of the input, so one reader serves both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    /// The ConfigMap's kebab-case names, as written.
+    Kebab,
+    /// MetalLB's CRD names: [`CRD_NAMES`], other names unchanged.
+    Crd,
+}
+
+/// ConfigMap name -> CRD name, for the fields whose reading both share.
+pub const CRD_NAMES: &[(&str, &str)] = &[
+    ("my-asn", "myASN"),
+    ("peer-asn", "peerASN"),
+    ("peer-address", "peerAddress"),
+    ("source-address", "sourceAddress"),
+    ("peer-port", "peerPort"),
+    ("hold-time", "holdTime"),
+    ("keepalive-time", "keepaliveTime"),
+    ("router-id", "routerID"),
+    ("node-selectors", "nodeSelectors"),
+    ("bfd-profile", "bfdProfile"),
+    ("ebgp-multihop", "ebgpMultiHop"),
+    ("enable-graceful-restart", "enableGracefulRestart"),
+    ("match-labels", "matchLabels"),
+    ("match-expressions", "matchExpressions"),
+    ("avoid-buggy-ips", "avoidBuggyIPs"),
+    ("auto-assign", "autoAssign"),
+    ("aggregation-length", "aggregationLength"),
+    ("aggregation-length-v6", "aggregationLengthV6"),
+    ("localpref", "localPref"),
+    ("receive-interval", "receiveInterval"),
+    ("transmit-interval", "transmitInterval"),
+    ("detect-multiplier", "detectMultiplier"),
+    ("echo-interval", "echoInterval"),
+    ("echo-mode", "echoMode"),
+    ("passive-mode", "passiveMode"),
+    ("minimum-ttl", "minimumTtl"),
+];
+
+impl Names {
+    /// How `key` (a ConfigMap name) is spelled in this schema.
+    pub fn of(self, key: &str) -> &str {
+        match self {
+            Names::Kebab => key,
+            Names::Crd => CRD_NAMES
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(key, |(_, c)| c),
+        }
+    }
+}
+
 /// A mapping whose keys have been checked against the schema.
 #[derive(Debug)]
 pub struct Obj<'a> {
     map: Option<&'a Mapping>,
     pub path: String,
+    names: Names,
 }
 
 /// Extra words for a known mistake, e.g. `bfdProfile` for `bfd-profile`.
@@ -84,6 +139,49 @@ impl<'a> Obj<'a> {
         v: &'a Value,
         path: &str,
         allowed: &[&str],
+        hint: Option<Hint>,
+        p: &mut Problems,
+    ) -> Option<Obj<'a>> {
+        Obj::named(v, path, allowed, Names::Kebab, hint, p)
+    }
+
+    /// Like [`Obj::new`] for a schema spelled by `names` (`allowed` holds ConfigMap names).
+    pub fn named(
+        v: &'a Value,
+        path: &str,
+        allowed: &[&str],
+        names: Names,
+        hint: Option<Hint>,
+        p: &mut Problems,
+    ) -> Option<Obj<'a>> {
+        if names == Names::Crd {
+            let spelled: Vec<&str> = allowed.iter().map(|k| names.of(k)).collect();
+            return Obj::checked(v, path, &spelled, names, hint, p);
+        }
+        Obj::checked(v, path, allowed, names, hint, p)
+    }
+
+    /// A nested mapping spelled as this one.
+    pub fn child<'b>(
+        &self,
+        v: &'b Value,
+        path: &str,
+        allowed: &[&str],
+        p: &mut Problems,
+    ) -> Option<Obj<'b>> {
+        Obj::named(v, path, allowed, self.names, None, p)
+    }
+
+    /// How this schema spells `key` (a ConfigMap name).
+    pub fn name<'k>(&self, key: &'k str) -> &'k str {
+        self.names.of(key)
+    }
+
+    fn checked(
+        v: &'a Value,
+        path: &str,
+        allowed: &[&str],
+        names: Names,
         hint: Option<Hint>,
         p: &mut Problems,
     ) -> Option<Obj<'a>> {
@@ -105,8 +203,11 @@ impl<'a> Obj<'a> {
                     Value::String(s) if allowed.contains(&s.as_str()) => {}
                     Value::String(s) => {
                         let kebab = to_kebab(s);
+                        let close = allowed.iter().find(|a| squash(a) == squash(s));
                         let mut reason = if kebab != *s && allowed.contains(&kebab.as_str()) {
                             format!("unknown field; did you mean `{kebab}`?")
+                        } else if let (Names::Crd, Some(close)) = (names, close) {
+                            format!("unknown field; did you mean `{close}`?")
                         } else {
                             format!("unknown field (expected one of: {})", allowed.join(", "))
                         };
@@ -126,12 +227,13 @@ impl<'a> Obj<'a> {
         Some(Obj {
             map,
             path: path.to_string(),
+            names,
         })
     }
 
     /// The value of `key`; a null value counts as absent (as in Go, where it leaves the zero value).
     pub fn get(&self, key: &str) -> Option<&'a Value> {
-        let v = self.map?.get(key)?;
+        let v = self.map?.get(self.names.of(key))?;
         match untag(v) {
             Value::Null => None,
             other => Some(other),
@@ -143,7 +245,7 @@ impl<'a> Obj<'a> {
     }
 
     pub fn field(&self, key: &str) -> String {
-        join(&self.path, key)
+        join(&self.path, self.names.of(key))
     }
 
     /// A string field (any scalar is accepted, as yaml.v2 does).
@@ -275,6 +377,14 @@ fn path_or_root(path: &str) -> &str {
     } else {
         path
     }
+}
+
+/// A key with case, `-` and `_` ignored, to suggest the right spelling (`peerAsn` -> `peerASN`).
+fn squash(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 /// `bfdProfile` / `bfd_profile` -> `bfd-profile`.

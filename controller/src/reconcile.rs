@@ -279,6 +279,8 @@ mod tests {
             auto_assign: true,
             bgp_advertisements: Vec::new(),
             interfaces: Vec::new(),
+            l2_advertisements: Vec::new(),
+            service_allocation: None,
         });
         c
     }

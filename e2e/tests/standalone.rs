@@ -1,7 +1,8 @@
 //! `ferrolb standalone` end to end: the real binary, run inside a network namespace (only `lo`, so
 //! its announcers touch nothing), killed with SIGKILL and restarted (same assignments), a breaking
 //! config change refused (old assignments kept, loaded once the offending Service is gone), and
-//! two nodes given the same files print the same assignments; the OCI image built from the debug
+//! two nodes given the same files print the same assignments; the configuration as MetalLB's
+//! custom resources (`serviceAllocation` honoured, a breaking change refused the same way); the OCI image built from the debug
 //! binary runs `--version` and `config check` from its unpacked root filesystem.
 
 use std::collections::BTreeMap;
@@ -212,6 +213,53 @@ fn breaking_config_change_is_refused_until_the_service_is_gone() -> Result<()> {
     let st = state(dir.path())?;
     assert!(st["assignments"].get("default/a").is_none());
     assert_eq!(st["assignments"]["default/b"]["ips"][0], "192.0.2.1");
+    run.terminate()
+}
+
+/// The same pool as [`config`], written as MetalLB's custom resources (with a second pool pinned
+/// to namespace `team` by `serviceAllocation`).
+fn crd_config(cidr: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: List\nitems:\n\
+         - apiVersion: metallb.io/v1beta1\n  kind: IPAddressPool\n  metadata: {{name: pool-a, namespace: metallb-system}}\n  spec: {{addresses: ['{cidr}']}}\n\
+         - apiVersion: metallb.io/v1beta1\n  kind: IPAddressPool\n  metadata: {{name: team, namespace: metallb-system}}\n  spec: {{addresses: [198.51.100.0/30], serviceAllocation: {{priority: 1, namespaces: [team]}}}}\n\
+         - apiVersion: metallb.io/v1beta1\n  kind: L2Advertisement\n  metadata: {{name: all, namespace: metallb-system}}\n"
+    )
+}
+
+#[test]
+fn crd_config_assigns_by_service_allocation_and_a_breaking_change_is_refused() -> Result<()> {
+    if !require(&[Root])? {
+        return Ok(());
+    }
+    let ns = Netns::create("sc")?;
+    let dir = Dir::new("standalone-crds")?;
+    dir.write("config.yaml", &crd_config("192.0.2.0/29"))?;
+    let team = services(&["t"]).replace("namespace: default", "namespace: team");
+    dir.write(
+        "services.yaml",
+        &format!("{}---\n{team}", services(&["a", "b"])),
+    )?;
+    let mut run = Run::start(&ns, dir.path(), "node-1")?;
+    let before = run.assignments(&["default/a", "default/b", "team/t"])?;
+    assert_eq!(before["default/a"], "192.0.2.0 (pool-a)");
+    assert_eq!(before["team/t"], "198.51.100.0 (team)");
+
+    // Shrinking the IPAddressPool away from a's address is refused, as a ConfigMap change is.
+    dir.write("config.yaml", &crd_config("192.0.2.1/32"))?;
+    let refusal = run.wait_for("refusal", |l| l.starts_with("config refused: service"))?;
+    assert!(
+        refusal.contains("default/a") && refusal.contains("192.0.2.0"),
+        "{refusal}"
+    );
+    let st = state(dir.path())?;
+    assert_eq!(st["assignments"]["default/a"]["ips"][0], "192.0.2.0");
+    dir.write("services.yaml", &format!("{}---\n{team}", services(&["b"])))?;
+    run.wait_for("config loaded", |l| l == "config loaded")?;
+    let st = state(dir.path())?;
+    assert!(st["assignments"].get("default/a").is_none());
+    assert_eq!(st["assignments"]["default/b"]["ips"][0], "192.0.2.1");
+    assert_eq!(st["assignments"]["team/t"]["ips"][0], "198.51.100.0");
     run.terminate()
 }
 

@@ -1,12 +1,13 @@
 //! The configuration as both Kubernetes roles read it: the text of the ConfigMap's
-//! `data.config`, offered to the [`ConfigGate`] ([`turn`]: when to offer and evaluate), and what
+//! `data.config`, a candidate offered to the [`ConfigGate`] ([`turn`]: when to offer and
+//! evaluate), and what
 //! to do with the gate's verdict: log it (one line per problem, with its field path), set
 //! `metallb_k8s_client_config_*`, and the Warning Event's note for the role that publishes Events.
 //!
 //! Must not: publish Events itself or decide anything the gate decides.
 
 use ferrolb_config::gate::{ConfigGate, ConfigVerdict, RefusalCause};
-use ferrolb_config::{Breakage, Config};
+use ferrolb_config::{Breakage, Config, ConfigErrors};
 use k8s_openapi::api::core::v1::ConfigMap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -23,29 +24,39 @@ pub fn config_text(cm: &ConfigMap) -> &str {
 }
 
 /// One turn of the gate ([`ConfigGate::turn`]) for the Kubernetes speaker, which has no planner:
-/// a changed ConfigMap text (`new_text`) is parsed and offered; `breakages` gives, for a
+/// a changed candidate (`new`: what the sources hold, parsed, see [`crate::config_source`]) is
+/// offered and evaluated; `breakages` gives, for a
 /// candidate, the addresses it would take from the Services as they are now. The verdict is
 /// logged ([`report`]) and the gauges set; the return is the Event to publish about it, if any.
 /// (The controller and standalone turn the gate inside their engine's pass.)
 pub fn turn(
     gate: &mut ConfigGate,
-    new_text: Option<&str>,
+    new: Option<Result<Config, ConfigErrors>>,
     services_changed: bool,
     breakages: impl FnOnce(&Config) -> Vec<Breakage>,
     source: &str,
     metrics: &ClientMetrics,
 ) -> Option<ConfigEvent> {
-    let verdict = gate.turn(
-        new_text.map(ferrolb_config::parse),
-        services_changed,
-        breakages,
-    );
+    turn_with_verdict(gate, new, services_changed, breakages, source, metrics).1
+}
+
+/// [`turn`], also returning the verdict (`Unchanged` when there was no turn), from which the
+/// ConfigurationState is written (`crate::status::configuration_state`).
+pub fn turn_with_verdict(
+    gate: &mut ConfigGate,
+    new: Option<Result<Config, ConfigErrors>>,
+    services_changed: bool,
+    breakages: impl FnOnce(&Config) -> Vec<Breakage>,
+    source: &str,
+    metrics: &ClientMetrics,
+) -> (ConfigVerdict, Option<ConfigEvent>) {
+    let verdict = gate.turn(new, services_changed, breakages);
     if verdict == ConfigVerdict::Unchanged {
-        return None;
+        return (verdict, None);
     }
     let event = report(&verdict, source);
     metrics.set_from(gate);
-    event
+    (verdict, event)
 }
 
 /// MetalLB's Kubernetes-client metrics, which both roles export.
@@ -227,7 +238,7 @@ mod tests {
         assert_eq!(
             reason(turn(
                 &mut gate,
-                Some(POOL_A),
+                Some(ferrolb_config::parse(POOL_A)),
                 false,
                 |_| Vec::new(),
                 "s",
@@ -239,7 +250,7 @@ mod tests {
         // A candidate that takes an address away is refused, once.
         let ev = turn(
             &mut gate,
-            Some(POOL_B),
+            Some(ferrolb_config::parse(POOL_B)),
             false,
             |_| vec![breakage()],
             "s",
@@ -271,7 +282,7 @@ mod tests {
         // An unparsable candidate is retried only when new text comes.
         let ev = turn(
             &mut gate,
-            Some("address-pools: 7"),
+            Some(ferrolb_config::parse("address-pools: 7")),
             false,
             |_| Vec::new(),
             "s",

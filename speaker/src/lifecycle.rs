@@ -214,6 +214,7 @@ mod tests {
             Vec::new(),
             crate::world::Readiness::AllReady,
             live.iter().map(|s| s.to_string()).collect(),
+            Default::default,
         )
     }
 

@@ -44,6 +44,7 @@ async fn run_async(args: &ControllerArgs) -> anyhow::Result<()> {
     let opts = ControllerOptions {
         namespace: args.namespace.clone(),
         config_map: args.config_map.clone(),
+        config_source: args.config_source.into(),
         lease_name: args.lease_name.clone(),
         lease_duration: Duration::from_secs(args.lease_duration),
         identity: identity(args),

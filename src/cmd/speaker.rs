@@ -39,6 +39,7 @@ pub fn run(args: &SpeakerArgs) -> ExitCode {
         node: args.node_name.clone(),
         namespace: args.namespace.clone(),
         config_map: args.config_map.clone(),
+        config_source: args.config_source.into(),
         class: args.load_balancer_class.clone(),
         membership,
         join_from_nodes: args.ml_join_nodes,

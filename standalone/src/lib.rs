@@ -60,6 +60,7 @@ fn world(
         build::assigned_views(engine.planner().views(), class),
         Readiness::AllReady,
         live.clone(),
+        Default::default,
     ))
 }
 

@@ -39,6 +39,10 @@ pub enum AllocError {
     PoolExhausted { pools: String, family: IpFamily },
     #[error("no address pool serves {families} for this Service (auto-assign pools with these families: none)")]
     NoPoolForFamilies { families: String },
+    #[error("no auto-assign address pool serves this Service: the serviceAllocation (namespaces, namespaceSelectors, serviceSelectors) of every pool that has one excludes it, and no pool is without one")]
+    NoPoolAdmits,
+    #[error("pool {pool:?} does not serve this Service (its serviceAllocation excludes the Service's namespace or labels)")]
+    PoolExcludes { pool: String },
     #[error("pool {pool:?} has no {family} addresses")]
     PoolLacksFamily { pool: String, family: IpFamily },
     #[error("address family mismatch: {ip} is {family} but the Service's families are {wanted}")]

@@ -99,6 +99,7 @@ impl Allocator {
             .iter()
             .map(|p| self.pool_names.get(&p.name).copied().unwrap_or_default())
             .collect();
+        self.by_service = config.allocates_by_service();
         self.config = config;
         self.auto_free = Default::default();
         for i in 0..self.pools.len() {
@@ -220,6 +221,8 @@ mod tests {
                 auto_assign: *auto,
                 bgp_advertisements: Vec::new(),
                 interfaces: Vec::new(),
+                l2_advertisements: Vec::new(),
+                service_allocation: None,
             });
         }
         for &(v6, start, len, pool) in ranges {

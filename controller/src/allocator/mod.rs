@@ -6,7 +6,9 @@
 //! - Requests: `spec.loadBalancerIP` or annotation `metallb.universe.tf/loadBalancerIPs` (one
 //!   address per family; both at once is an error), annotation `metallb.universe.tf/address-pool`.
 //!   `auto-assign: false` pools serve only explicit requests (an address or the pool annotation).
-//! - Without a request, pools are tried in config order; within a pool the lowest free address
+//! - Without a request, pools are tried in config order (MetalLB's CRDs: the pools whose
+//!   `serviceAllocation` admits the Service first, by priority, see
+//!   [`ferrolb_config::Config::unasked_pools`]); within a pool the lowest free address
 //!   (`avoid-buggy-ips` skips IPv4 `.0`/`.255`).
 //! - Sharing (`allow-shared-ip`, see [`sharing`]): an address already in use may be used by
 //!   another Service only when it is compatible with every holder. Reuse happens (a) when the
@@ -79,6 +81,8 @@ pub struct PoolUsage {
     pub addresses_total: u128,
     /// Distinct addresses in use (a shared address counts once).
     pub in_use: u64,
+    /// `(usable, in use)` per family, IPv4 then IPv6 (IPAddressPool status).
+    pub by_family: [(u128, u64); 2],
 }
 
 /// A Service's id inside the allocator: an index into the slots of [`Services`], given out when
@@ -158,6 +162,9 @@ pub struct Allocator {
     /// While set, commits and releases leave the pools' free indexes alone;
     /// [`Allocator::retake_held`] then takes every held address in address order.
     defer_takes: bool,
+    /// Some pool has a `serviceAllocation`: the pools tried depend on the Service (kept with
+    /// the config, so the common case pays no scan of the pools).
+    by_service: bool,
 }
 
 impl Allocator {
@@ -175,6 +182,7 @@ impl Allocator {
             holders: HolderMap::default(),
             by_sharing_key: BTreeMap::new(),
             defer_takes: false,
+            by_service: false,
         };
         a.load_pools(config);
         a
@@ -239,6 +247,7 @@ impl Allocator {
                 pool: p.name().to_string(),
                 addresses_total: p.usable(),
                 in_use: p.in_use(),
+                by_family: [p.by_family(0), p.by_family(1)],
             })
             .collect()
     }

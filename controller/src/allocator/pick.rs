@@ -1,6 +1,7 @@
 //! Picking: [`Allocator::allocate`] keeps what a Service holds while it still fits, else chooses
 //! its addresses: the requested ones, an address its sharing key already uses, or the lowest
-//! free one, pools in config order, one pool for every family ([`Allocator::pick`]; the common
+//! free one, pools in config order (with MetalLB's `serviceAllocation`: the pools that admit the
+//! Service, by priority), one pool for every family ([`Allocator::pick`]; the common
 //! case without a request or a sharing key takes the shortcut [`Allocator::pick_auto`] over the
 //! free-pool bits). The sharing checks ([`Allocator::check_sharing`]) live here too.
 //!
@@ -74,7 +75,7 @@ impl Allocator {
             }
             self.release_id(id);
         }
-        let (picked, pool) = self.pick(&req, &fams, share.as_deref())?;
+        let (picked, pool) = self.pick(v, &req, &fams, share.as_deref())?;
         let assigned = Assigned {
             ips: picked,
             pool: self.pools[pool].shared_name().clone(),
@@ -183,23 +184,28 @@ impl Allocator {
                     .all(|ip| self.check_sharing(&ip, share, Some(id)).is_ok()))
     }
 
-    /// Chooses addresses for a Service that holds none.
+    /// Chooses addresses for Service `v` (asking `req`), which holds none. The shortcut serves
+    /// only configs without `serviceAllocation` (which makes the pools depend on the Service).
     fn pick(
         &mut self,
+        v: &ServiceView,
         req: &Request,
         fams: &Fams,
         share: Option<&SharingInfo>,
     ) -> Result<(Ips, usize), AllocError> {
-        if let Some(found) = self.pick_auto(req, fams, share) {
-            return Ok(found);
+        if !self.by_service {
+            if let Some(found) = self.pick_auto(req, fams, share) {
+                return Ok(found);
+            }
         }
-        self.pick_scan(req, fams, share)
+        self.pick_scan(v, req, fams, share)
     }
 
     /// [`Allocator::pick`] without the shortcut: every candidate pool in turn, and the error
     /// that explains a failure.
     fn pick_scan(
         &mut self,
+        v: &ServiceView,
         req: &Request,
         fams: &Fams,
         share: Option<&SharingInfo>,
@@ -234,11 +240,20 @@ impl Allocator {
                     });
                 }
             }
+            self.admitted(p, v)?;
             vec![p]
         } else if let Some(want) = &req.pool {
-            vec![self
+            let p = self
                 .pool_index(want)
-                .ok_or_else(|| AllocError::UnknownPool { pool: want.clone() })?]
+                .ok_or_else(|| AllocError::UnknownPool { pool: want.clone() })?;
+            self.admitted(p, v)?;
+            vec![p]
+        } else if self.by_service {
+            let pools = self.config.unasked_pools(&v.key.namespace, &v.labels);
+            if pools.is_empty() {
+                return Err(AllocError::NoPoolAdmits);
+            }
+            pools
         } else {
             self.config
                 .pools
@@ -336,6 +351,21 @@ impl Allocator {
         None
     }
 
+    /// `Ok` when pool `p`, asked for by address or name, may serve `v`: MetalLB leaves a Service
+    /// pending that asks for a pool whose `serviceAllocation` excludes it.
+    fn admitted(&self, p: usize, v: &ServiceView) -> Result<(), AllocError> {
+        let excluded = self.config.pools[p]
+            .service_allocation
+            .as_ref()
+            .is_some_and(|a| !a.admits(&v.key.namespace, &v.labels));
+        if excluded {
+            return Err(AllocError::PoolExcludes {
+                pool: self.pools[p].name().to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// One address per family of `fam_list` from pool `c`, without taking them yet.
     fn try_pool(
         &mut self,
@@ -415,7 +445,7 @@ mod tests {
                 let req = parse_request(&v).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let fams = fams(&v);
                 let shortcut = a.pick_auto(&req, &fams, None);
-                let full = a.pick_scan(&req, &fams, None).ok();
+                let full = a.pick_scan(&v, &req, &fams, None).ok();
                 prop_assert_eq!(shortcut, full, "{:?}", v);
             }
         }

@@ -206,6 +206,14 @@ impl PoolIndex {
         self.in_use
     }
 
+    /// `(usable, in use)` of the family at index `f` (0: IPv4, 1: IPv6).
+    pub fn by_family(&self, f: usize) -> (u128, u64) {
+        (
+            self.usable_by_family.get(f).copied().unwrap_or(0),
+            self.in_use_by_family.get(f).copied().unwrap_or(0),
+        )
+    }
+
     /// True when the pool has at least one range of `family`.
     pub fn has_family(&self, family: IpFamily) -> bool {
         self.ranges.iter().any(|r| r.family == family)
@@ -319,6 +327,8 @@ mod tests {
             auto_assign: true,
             bgp_advertisements: Vec::new(),
             interfaces: Vec::new(),
+            l2_advertisements: Vec::new(),
+            service_allocation: None,
         }
     }
 

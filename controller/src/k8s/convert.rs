@@ -10,17 +10,14 @@ use k8s_openapi::api::core::v1::Service;
 
 pub use ferrolb_runtime::service::{service_key, ServiceMeta};
 
-/// Prefix of every annotation the allocator reads (`metallb.universe.tf/address-pool`,
-/// `.../loadBalancerIPs`, `.../allow-shared-ip`).
-pub const ALLOCATOR_ANNOTATION_PREFIX: &str = "metallb.universe.tf/";
-
 /// The controller's compact copy of a Service, taking the object apart instead of copying it:
-/// the view with only the annotations the allocator reads and no labels (the allocator reads
-/// none; `kubectl apply`'s last-applied-configuration alone is often larger than the rest), plus
+/// the view with only the annotations the allocator reads and, unless `labels` (the
+/// configuration may come from MetalLB's CRDs, whose `serviceSelectors` read them), no labels
+/// (`kubectl apply`'s last-applied-configuration alone is often larger than the rest), plus
 /// the uid and resourceVersion. The object itself (with its managedFields) is dropped. The ports
 /// and the selector are read only by the sharing rules, so they are kept only for a Service with
 /// an `allow-shared-ip` key (a selector alone costs a B-tree node of ~0.5 KiB per Service).
-pub fn compact(svc: Service) -> (ServiceView, ServiceMeta) {
+pub fn compact(svc: Service, labels: bool) -> (ServiceView, ServiceMeta) {
     let Service {
         metadata,
         spec,
@@ -31,7 +28,8 @@ pub fn compact(svc: Service) -> (ServiceView, ServiceMeta) {
         metadata.name.unwrap_or_default(),
     );
     let mut annotations = metadata.annotations.unwrap_or_default();
-    annotations.retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
+    annotations.retain(|k, _| ferrolb_config::service::annotations::read_by_allocator(k));
+    let annotations = ferrolb_config::service::annotations::canonical(annotations);
     let shares = annotations
         .get(ferrolb_config::service::annotations::ALLOW_SHARED_IP)
         .is_some_and(|k| !k.trim().is_empty());
@@ -40,9 +38,12 @@ pub fn compact(svc: Service) -> (ServiceView, ServiceMeta) {
         spec.ports = None;
         spec.selector = None;
     }
-    let view =
-        ferrolb_runtime::service::fields(key, spec, annotations, BTreeMap::new(), status.as_ref())
-            .into_view();
+    let labels = match labels {
+        true => metadata.labels.unwrap_or_default(),
+        false => BTreeMap::new(),
+    };
+    let view = ferrolb_runtime::service::fields(key, spec, annotations, labels, status.as_ref())
+        .into_view();
     let meta = ServiceMeta {
         uid: metadata.uid,
         resource_version: metadata.resource_version,
@@ -93,12 +94,15 @@ mod tests {
             );
         }
         let full = service_view(&s);
-        let (view, meta) = compact(s.clone());
+        let (view, meta) = compact(s.clone(), false);
+        let (with_labels, _) = compact(s.clone(), true);
+        assert_eq!(with_labels.labels, full.labels, "labels kept when asked");
+        assert!(!full.labels.is_empty());
         let mut expected = full.clone();
         expected.labels.clear();
         expected
             .annotations
-            .retain(|k, _| k.starts_with(ALLOCATOR_ANNOTATION_PREFIX));
+            .retain(|k, _| ferrolb_config::service::annotations::read_by_allocator(k));
         assert_eq!(view, expected);
         assert_eq!(view.annotations.len(), 1, "allow-shared-ip kept");
         assert!(!view.ports.is_empty(), "a sharing Service keeps its ports");
@@ -123,7 +127,7 @@ mod tests {
                 );
             }
             let full = service_view(&s);
-            let (view, _) = compact(s);
+            let (view, _) = compact(s, false);
             assert!(view.ports.is_empty() && view.selector.is_empty(), "{key:?}");
             let mut expected = full;
             expected.labels.clear();

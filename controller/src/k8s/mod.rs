@@ -1,9 +1,11 @@
-//! The Kubernetes shell of `ferrolb controller`: watches Services and the config ConfigMap,
-//! holds the leader lease, and carries out the pure decisions of [`crate::reconcile`].
+//! The Kubernetes shell of `ferrolb controller`: watches Services and the configuration's
+//! sources (the config ConfigMap and MetalLB's custom resources,
+//! [`ferrolb_runtime::config_source`]), holds the leader lease, and carries out the pure
+//! decisions of [`crate::reconcile`].
 //!
-//! Flow: wait until the Service list and the ConfigMap have been read (restart safety: every
-//! Service's current `status.loadBalancer.ingress` is known before anything is assigned); then, as
-//! leader: offer a changed ConfigMap to the [`ConfigGate`]; plan every Service once (existing
+//! Flow: wait until the Service list and the configuration's sources have been read (restart
+//! safety: every Service's current `status.loadBalancer.ingress` is known before anything is
+//! assigned); then, as leader: offer a changed candidate configuration to the config gate; plan every Service once (existing
 //! addresses restored first, then new ones assigned) into an allocator that is kept, and from then
 //! on plan only the Services that changed ([`crate::incremental`]); everything again only when the
 //! configuration in force changes, after a re-list or when leadership is regained. Status changes
@@ -25,9 +27,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_config::{ServiceKey, ServiceView};
+use ferrolb_runtime::config_source::{Candidate, ConfigSources};
 use ferrolb_runtime::debounce::Debounce;
+use ferrolb_runtime::status::{self, StatusWriter};
 use ferrolb_runtime::watch::Watch;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use prometheus_client::metrics::counter::Counter;
@@ -50,6 +54,8 @@ pub struct ControllerOptions {
     pub namespace: String,
     /// Name of the config ConfigMap (key `config`).
     pub config_map: String,
+    /// Where the configuration comes from (`--config-source`).
+    pub config_source: ferrolb_config::source::Source,
     /// Name of the leader-election Lease.
     pub lease_name: String,
     /// Lease duration; a standby takes over at most this long after the leader stops renewing.
@@ -75,8 +81,8 @@ pub enum ControllerError {
     WatchEnded { what: &'static str },
 }
 
-/// Run until `shutdown` resolves. `ready` becomes true once the Services and the ConfigMap have
-/// been read.
+/// Run until `shutdown` resolves. `ready` becomes true once the Services and the configuration's
+/// sources have been read.
 pub async fn run(
     client: Client,
     opts: ControllerOptions,
@@ -84,24 +90,33 @@ pub async fn run(
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ControllerError> {
-    let (mut services_rx, services_task) =
-        watch_services(Api::all(client.clone()), metrics.client.updates.clone());
-    let cm_fields = format!("metadata.name={}", opts.config_map);
-    let mut config_map = Watch::of(
-        "ConfigMap",
+    // MetalLB's CRDs may select Services by their labels (serviceAllocation.serviceSelectors).
+    let keep_labels = opts.config_source != ferrolb_config::source::Source::ConfigMap;
+    let (mut services_rx, services_task) = watch_services(
+        Api::all(client.clone()),
         metrics.client.updates.clone(),
-        Api::<ConfigMap>::namespaced(client.clone(), &opts.namespace),
-        watcher::Config::default().fields(&cm_fields),
+        keep_labels,
     );
+    let mut config = ConfigSources::start(
+        &client,
+        &opts.namespace,
+        &opts.config_map,
+        opts.config_source,
+        true,
+        &metrics.client.updates,
+    )
+    .await;
     let (mut leader_rx, lease_task) = leader::start(client.clone(), &opts).await?;
 
     let mut state = State {
         opts: opts.clone(),
+        status: StatusWriter::new(client.clone(), &opts.namespace),
         writer: writer::Writer::new(client, opts.identity.clone()),
         metrics,
         engine: Engine::new(opts.load_balancer_class.clone()),
+        keep_labels,
         services_synced: false,
-        config_map: None,
+        candidate: None,
         config_synced: false,
         config_dirty: false,
         leader: false,
@@ -123,7 +138,7 @@ pub async fn run(
                 let Some(ev) = ev else { return Err(ControllerError::WatchEnded { what: "Service" }) };
                 dirty = state.on_service_event(ev);
             }
-            ev = config_map.next() => dirty = state.on_config_event(ev),
+            changed = config.next() => dirty = state.on_config(changed, &config),
             changed = leader_rx.changed() => {
                 if changed.is_err() {
                     warn!("leader election task ended; standing down");
@@ -196,17 +211,18 @@ enum ServiceUpdate {
     Deleted(ServiceKey),
 }
 
-impl From<Event<Service>> for ServiceUpdate {
-    fn from(ev: Event<Service>) -> Self {
+impl ServiceUpdate {
+    /// The update of a watch event, each Service made compact ([`convert::compact`]).
+    fn of(ev: Event<Service>, keep_labels: bool) -> Self {
         match ev {
             Event::Init => ServiceUpdate::ListStart,
             Event::InitApply(svc) => {
-                let (view, meta) = convert::compact(svc);
+                let (view, meta) = convert::compact(svc, keep_labels);
                 ServiceUpdate::Listed(view, meta)
             }
             Event::InitDone => ServiceUpdate::ListDone,
             Event::Apply(svc) => {
-                let (view, meta) = convert::compact(svc);
+                let (view, meta) = convert::compact(svc, keep_labels);
                 ServiceUpdate::Changed(view, meta)
             }
             Event::Delete(svc) => ServiceUpdate::Deleted(convert::service_key(&svc)),
@@ -222,6 +238,7 @@ impl From<Event<Service>> for ServiceUpdate {
 fn watch_services(
     api: Api<Service>,
     updates: Counter,
+    keep_labels: bool,
 ) -> (
     mpsc::UnboundedReceiver<ServiceUpdate>,
     tokio::task::JoinHandle<()>,
@@ -231,7 +248,7 @@ fn watch_services(
         let mut watch = Watch::of("Service", updates, api, watcher::Config::default());
         loop {
             let ev = watch.next().await;
-            if tx.send(ServiceUpdate::from(ev)).is_err() {
+            if tx.send(ServiceUpdate::of(ev, keep_labels)).is_err() {
                 return;
             }
         }
@@ -254,16 +271,22 @@ const MAX_WRITES_PER_PASS: usize = 200;
 struct State {
     opts: ControllerOptions,
     writer: writer::Writer,
+    /// ConfigurationState `controller` and the IPAddressPools' status.
+    status: StatusWriter,
     metrics: ControllerMetrics,
     /// The config gate, the Services (compact), the allocator kept between passes, what
     /// changed, what was last reported.
     engine: Engine<ServiceMeta>,
     services_synced: bool,
-    config_map: Option<ConfigMap>,
+    /// The newest candidate of the configuration's sources, where it came from and the
+    /// objects Events about it go to.
+    candidate: Option<Candidate>,
     config_synced: bool,
-    /// The ConfigMap changed since the gate last saw it.
+    /// The candidate changed since the gate last saw it.
     config_dirty: bool,
     leader: bool,
+    /// Services are kept with their labels ([`convert::compact`]).
+    keep_labels: bool,
 }
 
 impl State {
@@ -296,7 +319,7 @@ impl State {
 
     /// Store the Service our status write returned.
     fn store_written(&mut self, svc: Service) {
-        let (view, meta) = convert::compact(svc);
+        let (view, meta) = convert::compact(svc, self.keep_labels);
         if !self.is_outdated(&view, &meta) {
             self.engine.written(view, meta);
         }
@@ -329,31 +352,30 @@ impl State {
         }
     }
 
-    fn on_config_event(&mut self, ev: Event<ConfigMap>) -> bool {
-        match ev {
-            Event::Init | Event::InitApply(_) if self.config_synced => false,
-            Event::Init => false,
-            Event::InitApply(cm) | Event::Apply(cm) => {
-                let changed = self.config_map.as_ref().map(runtime::config_text)
-                    != Some(runtime::config_text(&cm));
-                self.config_dirty |= changed;
-                self.config_map = Some(cm);
-                changed
+    /// The configuration's sources took in an event (`changed`: what they hold changed). True
+    /// when a pass should follow.
+    fn on_config(&mut self, changed: bool, sources: &ConfigSources) -> bool {
+        let was_synced = self.config_synced;
+        self.config_synced = sources.synced();
+        if !self.config_synced || (was_synced && !changed) {
+            return false;
+        }
+        match sources.candidate() {
+            None if !was_synced => {
+                warn!(config_map = sources.config_map_name(), source = %self.opts.config_source,
+                    "no configuration found (no config ConfigMap, no metallb.io objects); waiting for one");
             }
-            Event::InitDone => {
-                if !self.config_synced && self.config_map.is_none() {
-                    warn!(namespace = %self.opts.namespace, config_map = %self.opts.config_map,
-                        "config ConfigMap not found; waiting for it");
-                }
-                self.config_synced = true;
-                true
+            None => {
+                warn!(config_map = sources.config_map_name(), source = %self.opts.config_source,
+                    "configuration source gone; keeping the configuration in force");
             }
-            Event::Delete(_) => {
-                warn!(namespace = %self.opts.namespace, config_map = %self.opts.config_map,
-                    "config ConfigMap deleted; keeping the configuration in force");
-                false
+            Some(c) => {
+                let new = self.candidate.as_ref().map(|p| &p.config) != Some(&c.config);
+                self.config_dirty |= new;
+                self.candidate = Some(c);
             }
         }
+        true
     }
 
     /// One planning pass: the newest configuration offered to the gate, its verdict reported,
@@ -362,19 +384,28 @@ impl State {
     /// write the retry waits for the next event or the periodic resync instead.
     async fn reconcile_all(&mut self) -> bool {
         if std::mem::take(&mut self.config_dirty) {
-            if let Some(cm) = &self.config_map {
-                self.engine
-                    .offer_config(ferrolb_config::parse(runtime::config_text(cm)));
+            if let Some(c) = &self.candidate {
+                self.engine.offer_config(c.config.clone());
             }
         }
         if !self.engine.has_work() {
             return false;
         }
         let pass = self.engine.pass(MAX_WRITES_PER_PASS);
-        let source = format!("{}/{}", self.opts.namespace, self.opts.config_map);
-        if let (Some(ev), Some(cm)) = (runtime::report(&pass.verdict, &source), &self.config_map) {
-            self.writer
-                .config_event(cm, ev.warning, ev.reason, ev.note)
+        let source = self.candidate.as_ref().map_or_else(
+            || format!("{}/{}", self.opts.namespace, self.opts.config_map),
+            |c| c.source.clone(),
+        );
+        if let Some(ev) = runtime::report(&pass.verdict, &source) {
+            for target in self.candidate.iter().flat_map(|c| &c.targets) {
+                self.writer
+                    .config_event(target, ev.warning, ev.reason, ev.note.clone())
+                    .await;
+            }
+        }
+        if let Some(state) = status::configuration_state(&pass.verdict, &status::now()) {
+            self.status
+                .configuration_state("controller", "controller", None, state)
                 .await;
         }
         self.metrics.client.set_from(self.engine.gate());
@@ -438,6 +469,25 @@ impl State {
                     .await;
             }
         }
+        self.write_pool_statuses().await;
         !write_failed && self.engine.has_work()
+    }
+
+    /// The IPAddressPools' status (assigned and available per family), when the configuration
+    /// in force came from MetalLB's custom resources; only changed ones are written.
+    async fn write_pool_statuses(&self) {
+        let from_objects = self
+            .candidate
+            .as_ref()
+            .is_some_and(|c| c.from == ferrolb_config::source::From::Crds);
+        let Some(alloc) = self.engine.allocator().filter(|_| from_objects) else {
+            return;
+        };
+        let statuses = alloc
+            .usage()
+            .into_iter()
+            .map(|u| (u.pool, status::pool_status(u.by_family)))
+            .collect();
+        self.status.pools(statuses).await;
     }
 }

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 
 use ferrolb_config::ServiceKey;
 use ferrolb_runtime::events::EventPublisher;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use serde_json::json;
 
 use crate::reconcile::StatusChange;
@@ -70,11 +70,16 @@ impl Writer {
         self.events.publish(reference, warning, reason, note).await;
     }
 
-    /// Publish an Event about the config ConfigMap; failures are logged, never fatal.
-    pub async fn config_event(&self, cm: &ConfigMap, warning: bool, reason: &str, note: String) {
-        self.events
-            .publish(&cm.object_ref(&()), warning, reason, note)
-            .await;
+    /// Publish an Event about the configuration on one of its objects (the ConfigMap, or a
+    /// `metallb.io` object); failures are logged, never fatal.
+    pub async fn config_event(
+        &self,
+        target: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        self.events.publish(target, warning, reason, note).await;
     }
 }
 

@@ -303,7 +303,18 @@ pub async fn wait_event_note(
     reason: &str,
     text: &str,
 ) -> anyhow::Result<Event> {
-    let api: Api<Event> = Api::namespaced(client.clone(), APPS);
+    wait_event_note_in(client, APPS, regarding, reason, text).await
+}
+
+/// Waits for an Event `reason` about `ns/<regarding>` whose note contains `text`.
+pub async fn wait_event_note_in(
+    client: &Client,
+    ns: &str,
+    regarding: &str,
+    reason: &str,
+    text: &str,
+) -> anyhow::Result<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
     let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline {
         let events = api.list(&ListParams::default()).await?;
@@ -316,7 +327,7 @@ pub async fn wait_event_note(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    bail!("no {reason} Event about {APPS}/{regarding} mentioning {text:?} within {WAIT:?}")
+    bail!("no {reason} Event about {ns}/{regarding} mentioning {text:?} within {WAIT:?}")
 }
 
 /// Sets (or removes, with `None`) a label on a Node.

@@ -241,13 +241,23 @@ impl TestEnv {
 
     /// Server-side apply every document of a multi-document YAML manifest (kinds: Namespace,
     /// ServiceAccount, ConfigMap, Secret, ClusterRole, ClusterRoleBinding, Role, RoleBinding,
-    /// Deployment, DaemonSet). The apiserver checks every field against its schema: an unknown
-    /// or misspelt field fails the apply.
+    /// Deployment, DaemonSet, CustomResourceDefinition, MetalLB's `metallb.io` kinds). The
+    /// apiserver checks every field against its schema: an unknown or misspelt field fails the
+    /// apply. After CRDs, it waits until MetalLB's kinds are served.
     pub async fn apply_manifest(&self, path: &Path) -> anyhow::Result<usize> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        self.apply_yaml(&text)
+            .await
+            .with_context(|| format!("{}", path.display()))
+    }
+
+    /// [`TestEnv::apply_manifest`] of YAML text.
+    pub async fn apply_yaml(&self, text: &str) -> anyhow::Result<usize> {
+        let path = Path::new("<yaml>");
         let mut n = 0;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut crds = false;
+        for doc in serde_yaml::Deserializer::from_str(text) {
             let value = serde_yaml::Value::deserialize(doc)
                 .with_context(|| format!("{}: YAML", path.display()))?;
             if value.is_null() {
@@ -260,7 +270,19 @@ impl TestEnv {
                 .clone()
                 .with_context(|| format!("{}: document without kind", path.display()))?;
             let gvk = GroupVersionKind::try_from(&types)?;
+            let metallb_plural;
             let (plural, namespaced) = match gvk.kind.as_str() {
+                "CustomResourceDefinition" => {
+                    crds = true;
+                    ("customresourcedefinitions", false)
+                }
+                kind if gvk.group == "metallb.io" => {
+                    metallb_plural = match kind {
+                        "Community" => "communities".to_string(),
+                        k => format!("{}s", k.to_lowercase()),
+                    };
+                    (metallb_plural.as_str(), true)
+                }
                 "Namespace" => ("namespaces", false),
                 "ServiceAccount" => ("serviceaccounts", true),
                 "ConfigMap" => ("configmaps", true),
@@ -289,7 +311,52 @@ impl TestEnv {
             .with_context(|| format!("apply {} {name}", gvk.kind))?;
             n += 1;
         }
+        if crds {
+            self.wait_crds_served().await?;
+        }
         Ok(n)
+    }
+
+    /// Waits until the apiserver serves MetalLB's configuration kinds (a CRD takes a moment
+    /// to be established after it is created).
+    pub async fn wait_crds_served(&self) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + super::WAIT;
+        let kinds = [
+            "IPAddressPool",
+            "L2Advertisement",
+            "BGPAdvertisement",
+            "Community",
+            "BFDProfile",
+        ];
+        loop {
+            let mut missing = Vec::new();
+            for kind in kinds {
+                let gvk = GroupVersionKind::gvk("metallb.io", "v1beta1", kind);
+                if kube::discovery::pinned_kind(&self.client(), &gvk)
+                    .await
+                    .is_err()
+                {
+                    missing.push(kind);
+                }
+            }
+            let peer = GroupVersionKind::gvk("metallb.io", "v1beta2", "BGPPeer");
+            if kube::discovery::pinned_kind(&self.client(), &peer)
+                .await
+                .is_err()
+            {
+                missing.push("BGPPeer");
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "MetalLB's CRDs not served within {:?}: {missing:?}",
+                    super::WAIT
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod churn;
 mod controller;
+mod crds;
 mod hostile;
 mod konvoy;
 mod manifests;

@@ -194,6 +194,25 @@ async fn manifests_apply_and_the_controller_works_with_its_service_account_token
 
     // Requests outside the controller's RBAC are refused.
     let sa = ferrolb_e2e::k8s::client_for(&kubeconfig).await?;
+    // MetalLB's configuration objects: read in metallb-system only, never written; Namespaces
+    // read (serviceAllocation.namespaceSelectors).
+    for (verb, resource, namespace, allowed) in [
+        ("watch", "ipaddresspools", Some(ns), true),
+        ("list", "bgppeers", Some(ns), true),
+        ("watch", "communities", Some(ns), true),
+        ("update", "ipaddresspools", Some(ns), false),
+        ("list", "ipaddresspools", Some("apps"), false),
+        ("create", "configurationstates", Some(ns), true),
+        ("delete", "servicel2statuses", Some(ns), false),
+    ] {
+        assert_eq!(
+            can_i(&sa, verb, "metallb.io", resource, namespace).await?,
+            allowed,
+            "controller {verb} metallb.io/{resource} in {namespace:?}"
+        );
+    }
+    assert!(can_i(&sa, "watch", "", "namespaces", None).await?);
+    assert!(!can_i(&sa, "delete", "", "namespaces", None).await?);
     type Secret = k8s_openapi::api::core::v1::Secret;
     let secrets: Api<Secret> = Api::namespaced(sa.clone(), ns);
     expect_forbidden(
@@ -324,6 +343,15 @@ async fn manifests_give_the_speaker_what_it_reads_and_writes_and_nothing_else() 
         ("watch", "", "nodes", None),
         ("list", "", "configmaps", Some(ns)),
         ("watch", "", "configmaps", Some(ns)),
+        ("list", "metallb.io", "ipaddresspools", Some(ns)),
+        ("watch", "metallb.io", "l2advertisements", Some(ns)),
+        ("watch", "metallb.io", "bgpadvertisements", Some(ns)),
+        ("watch", "metallb.io", "communities", Some(ns)),
+        ("watch", "metallb.io", "bgppeers", Some(ns)),
+        ("watch", "metallb.io", "bfdprofiles", Some(ns)),
+        ("create", "metallb.io", "servicel2statuses", Some(ns)),
+        ("delete", "metallb.io", "servicebgpstatuses", Some(ns)),
+        ("patch", "metallb.io", "configurationstates", Some(ns)),
         ("create", "events.k8s.io", "events", Some("apps")),
         ("patch", "events.k8s.io", "events", Some("apps")),
     ] {
@@ -388,6 +416,11 @@ async fn manifests_give_the_speaker_what_it_reads_and_writes_and_nothing_else() 
         ("list", "", "configmaps", Some("kube-system")),
         ("list", "", "pods", Some(ns)),
         ("patch", "", "nodes", None),
+        ("update", "metallb.io", "ipaddresspools", Some(ns)),
+        ("patch", "metallb.io", "ipaddresspools", Some(ns)),
+        ("list", "metallb.io", "ipaddresspools", Some("apps")),
+        ("create", "metallb.io", "servicel2statuses", Some("apps")),
+        ("list", "", "namespaces", None),
     ] {
         assert!(
             !can_i(&sa, verb, group, resource, namespace).await?,

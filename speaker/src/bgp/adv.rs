@@ -1,19 +1,20 @@
 //! Which prefixes, with which attributes, one BGP session announces (pure).
 //!
 //! Input: the [`World`], the peer, and the session's local address (the NEXT_HOP). Only addresses
-//! in `bgp` pools count; `externalTrafficPolicy: Local` needs a ready endpoint on this node,
+//! in pools announced by BGP count, with the advertisements that apply to this node and peer
+//! (MetalLB's BGPAdvertisement `nodeSelectors` and `peers`); `externalTrafficPolicy: Local` needs a ready endpoint on this node,
 //! `Cluster` one anywhere; a node the peer's node-selectors do not match announces nothing.
 //! Must not: do I/O or encode anything (pack.rs does).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ferrolb_config::{BgpAdvertisement, Peer, Protocol, TrafficPolicy};
+use ferrolb_config::{BgpAdvertisement, Peer, ServiceKey, TrafficPolicy};
 use ipnet::IpNet;
 
 use super::pack::{Attrs, RouteSet};
-use crate::world::World;
+use crate::world::{AssignedService, World};
 
 /// One advertisement of a pool with its attributes for the peer.
 type AdvAttrs<'a> = (&'a BgpAdvertisement, Arc<Attrs>);
@@ -33,13 +34,14 @@ pub fn routes_for(world: &World, peer: &Peer, local: IpAddr) -> RouteSet {
         .pools
         .iter()
         .map(|pool| {
-            (pool.protocol == Protocol::Bgp).then(|| {
+            pool.protocol.bgp().then(|| {
                 let advs: &[BgpAdvertisement] = if pool.bgp_advertisements.is_empty() {
                     &default_adv
                 } else {
                     &pool.bgp_advertisements
                 };
                 advs.iter()
+                    .filter(|adv| adv.applies_to(peer, &world.node.labels))
                     .map(|adv| (adv, Arc::new(attrs(peer, adv, local))))
                     .collect()
             })
@@ -47,12 +49,7 @@ pub fn routes_for(world: &World, peer: &Peer, local: IpAddr) -> RouteSet {
         .collect();
     let mut routes: Vec<(IpNet, Arc<Attrs>)> = Vec::new();
     for svc in &world.services {
-        let key = &svc.key;
-        let ready = match svc.external_traffic_policy {
-            TrafficPolicy::Local => world.readiness.ready_on(key, &world.node.name),
-            TrafficPolicy::Cluster => world.readiness.ready_anywhere(key),
-        };
-        if !ready {
+        if !ready_here(world, svc) {
             continue;
         }
         for ip in &svc.ips {
@@ -88,6 +85,55 @@ pub fn routes_for(world: &World, peer: &Peer, local: IpAddr) -> RouteSet {
     routes.into_iter().collect()
 }
 
+/// True when this node may announce `svc` by BGP: with `externalTrafficPolicy: Local` a ready
+/// endpoint here, with `Cluster` one anywhere.
+fn ready_here(world: &World, svc: &AssignedService) -> bool {
+    match svc.external_traffic_policy {
+        TrafficPolicy::Local => world.readiness.ready_on(&svc.key, &world.node.name),
+        TrafficPolicy::Cluster => world.readiness.ready_anywhere(&svc.key),
+    }
+}
+
+/// Per Service this node announces by BGP, the peers it is announced to (each by its BGPPeer
+/// name, else its address): what ServiceBGPStatus says. A peer counts when it selects this node
+/// and some advertisement of the address's pool applies to it from here; whether the session
+/// is up is not said (as in MetalLB).
+pub fn announced_to(world: &World) -> BTreeMap<ServiceKey, BTreeSet<String>> {
+    let mut out: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
+    let peers: Vec<&Peer> = world
+        .config
+        .peers
+        .iter()
+        .filter(|p| p.selects_node(&world.node.labels))
+        .collect();
+    for svc in world.services.iter().filter(|s| ready_here(world, s)) {
+        for ip in &svc.ips {
+            let Some(pool) = world
+                .config
+                .pool_containing(ip)
+                .filter(|p| p.protocol.bgp())
+            else {
+                continue;
+            };
+            for peer in &peers {
+                let applies = pool.bgp_advertisements.is_empty()
+                    || pool
+                        .bgp_advertisements
+                        .iter()
+                        .any(|a| a.applies_to(peer, &world.node.labels));
+                if applies {
+                    let label = peer
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| peer.peer_address.to_string());
+                    out.entry(svc.key.clone()).or_default().insert(label);
+                }
+            }
+        }
+    }
+    out
+}
+
 fn attrs(peer: &Peer, adv: &BgpAdvertisement, local: IpAddr) -> Attrs {
     let ebgp = peer.is_ebgp();
     Attrs {
@@ -106,6 +152,11 @@ fn attrs(peer: &Peer, adv: &BgpAdvertisement, local: IpAddr) -> Attrs {
             .iter()
             .map(|c| c.0)
             .collect::<BTreeSet<u32>>(),
+        large_communities: adv
+            .large_communities
+            .iter()
+            .map(|c| (c.global_admin, c.local_data1, c.local_data2))
+            .collect(),
     }
 }
 
@@ -161,6 +212,7 @@ address-pools:
             }],
             readiness,
             live_nodes: ["n1".to_string()].into_iter().collect(),
+            node_labels: BTreeMap::new(),
         }
     }
 
@@ -254,5 +306,78 @@ address-pools:
         assert!(agg.communities.is_empty() && !a.communities.is_empty());
         // Identical worlds give identical sets (equal attributes, not the same allocations).
         assert_eq!(routes_for(&w, &w.config.peers[0], local), r);
+    }
+
+    /// MetalLB's "Advanced BGP configuration": an advertisement for one peer from one node,
+    /// another with a large community for every peer.
+    const CRDS: &str = "
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: peer-a}
+spec: {myASN: 64512, peerASN: 64513, peerAddress: 192.0.2.1}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: peer-b}
+spec: {myASN: 64512, peerASN: 64514, peerAddress: 192.0.2.9}
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: b}
+spec: {addresses: [198.51.100.0/24]}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: everyone}
+spec:
+  communities: [large:64512:1:2]
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: only-a-from-rack-1}
+spec:
+  aggregationLength: 24
+  peers: [peer-a]
+  nodeSelectors: [{matchLabels: {rack: '1'}}]
+";
+
+    #[test]
+    fn crd_advertisements_apply_per_node_and_per_peer_with_large_communities() {
+        let mut w = world(TrafficPolicy::Cluster, Readiness::AllReady);
+        w.config = ferrolb_config::parse(CRDS).unwrap();
+        let local: IpAddr = "192.0.2.2".parse().unwrap();
+        let (a, b) = (w.config.peers[0].clone(), w.config.peers[1].clone());
+        assert_eq!(a.name.as_deref(), Some("peer-a"));
+        let keys = |w: &World, p: &Peer| -> Vec<String> {
+            routes_for(w, p, local)
+                .keys()
+                .map(|k| k.to_string())
+                .collect()
+        };
+        // Not on rack 1: only the advertisement for everyone.
+        assert_eq!(keys(&w, &a), vec!["198.51.100.10/32"]);
+        w.node.labels.insert("rack".into(), "1".into());
+        assert_eq!(keys(&w, &a), vec!["198.51.100.0/24", "198.51.100.10/32"]);
+        assert_eq!(
+            keys(&w, &b),
+            vec!["198.51.100.10/32"],
+            "peer-b is not listed"
+        );
+        let r = routes_for(&w, &b, local);
+        let attrs = &r[&"198.51.100.10/32".parse().unwrap()];
+        assert_eq!(
+            attrs.large_communities,
+            [(64512, 1, 2)].into_iter().collect()
+        );
+        let to = announced_to(&w);
+        let web = ServiceKey::new("ns", "web");
+        assert_eq!(
+            to.get(&web)
+                .map(|p| p.iter().map(String::as_str).collect::<Vec<_>>()),
+            Some(vec!["peer-a", "peer-b"])
+        );
+        w.node.labels.clear();
+        w.config.pools[0].bgp_advertisements.remove(0);
+        assert!(announced_to(&w).is_empty(), "no advertisement applies here");
     }
 }

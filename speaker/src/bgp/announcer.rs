@@ -212,6 +212,7 @@ mod tests {
             },
             readiness: Readiness::AllReady,
             live_nodes: Default::default(),
+            node_labels: Default::default(),
         })
     }
 

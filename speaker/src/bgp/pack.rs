@@ -15,11 +15,11 @@ use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netgauze_bgp_pkt::codec::BgpCodec;
-use netgauze_bgp_pkt::community::Community;
+use netgauze_bgp_pkt::community::{Community, LargeCommunity};
 use netgauze_bgp_pkt::nlri::{Ipv4Unicast, Ipv4UnicastAddress, Ipv6Unicast, Ipv6UnicastAddress};
 use netgauze_bgp_pkt::path_attribute::{
-    As4PathSegment, AsPath, AsPathSegmentType, Communities, LocalPreference, MpReach, MpUnreach,
-    NextHop, Origin, PathAttribute, PathAttributeValue,
+    As4PathSegment, AsPath, AsPathSegmentType, Communities, LargeCommunities, LocalPreference,
+    MpReach, MpUnreach, NextHop, Origin, PathAttribute, PathAttributeValue,
 };
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
 use netgauze_bgp_pkt::BgpMessage;
@@ -41,6 +41,8 @@ pub struct Attrs {
     pub local_pref: Option<u32>,
     /// COMMUNITIES as 32-bit values, sorted.
     pub communities: BTreeSet<u32>,
+    /// LARGE_COMMUNITY (RFC 8092) as (global administrator, local data 1, local data 2), sorted.
+    pub large_communities: BTreeSet<(u32, u32, u32)>,
 }
 
 /// What one peer should hold: prefix -> attributes (shared by the prefixes of one
@@ -448,6 +450,19 @@ fn announce_msg(chunk: &[IpNet], a: &Attrs, is_v6: bool) -> Result<BgpUpdateMess
             PathAttributeValue::Communities(Communities::new(cs)),
         )?);
     }
+    if !a.large_communities.is_empty() {
+        let cs: Vec<LargeCommunity> = a
+            .large_communities
+            .iter()
+            .map(|(g, d1, d2)| LargeCommunity::new(*g, *d1, *d2))
+            .collect();
+        attrs.push(attr(
+            true,
+            true,
+            true,
+            PathAttributeValue::LargeCommunities(LargeCommunities::new(cs)),
+        )?);
+    }
     if is_v6 {
         let nh = a.next_hop_v6.ok_or_else(|| no_hop("IPv6"))?;
         let nlri = chunk.iter().map(v6).collect::<Result<Vec<_>, _>>()?;
@@ -487,6 +502,7 @@ mod tests {
             next_hop_v6: Some("2001:db8::2".parse().unwrap()),
             local_pref: None,
             communities: [0xfc00_0001u32].into_iter().collect(),
+            large_communities: BTreeSet::new(),
         }
     }
 
@@ -615,6 +631,7 @@ mod tests {
             as_path: vec![],
             local_pref: Some(150),
             communities: BTreeSet::new(),
+            large_communities: BTreeSet::new(),
             ..ebgp_attrs()
         };
         let p: IpNet = "2001:db8:100::10/128".parse().unwrap();
@@ -747,10 +764,12 @@ mod tests {
             as_path: vec![],
             local_pref: Some(150),
             communities: BTreeSet::new(),
+            large_communities: BTreeSet::new(),
             ..ebgp_attrs()
         });
         let tagged = Arc::new(Attrs {
             communities: (1..=9).map(|c| 0xfde8_0000 | c).collect(),
+            large_communities: BTreeSet::new(),
             as_path: vec![4_200_000_001],
             ..ebgp_attrs()
         });
@@ -892,6 +911,7 @@ mod tests {
     fn attributes_too_large_for_one_prefix_are_refused() {
         let huge = Arc::new(Attrs {
             communities: (0..1100).collect(),
+            large_communities: BTreeSet::new(),
             ..ebgp_attrs()
         });
         let set: RouteSet = many_v6(3).into_iter().map(|p| (p, huge.clone())).collect();

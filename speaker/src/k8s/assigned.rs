@@ -97,6 +97,7 @@ mod tests {
                     slice("bgp", &[("a", Some(true)), ("b", Some(true))]),
                 ]),
                 live.clone(),
+                BTreeMap::new,
             )
         };
         let web = ServiceKey::new("default", "web");
@@ -130,6 +131,7 @@ mod tests {
                     services.clone(),
                     ready(&[slice("web", &[("c", Some(true))])]),
                     live.clone(),
+                    BTreeMap::new,
                 );
                 !layer2_won(&w).is_empty()
             })

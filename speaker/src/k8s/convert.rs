@@ -8,7 +8,7 @@
 use ferrolb_config::{ServiceKey, ServiceView};
 use ferrolb_runtime::service::service_view;
 pub use ferrolb_runtime::service::ServiceMeta;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service, ServiceSpec, ServiceStatus};
+use k8s_openapi::api::core::v1::{ObjectReference, Service, ServiceSpec, ServiceStatus};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ObjectMeta;
 
@@ -129,19 +129,6 @@ pub fn cached_slice(slice: EndpointSlice) -> CachedSlice {
 /// matched to their Service by the `kubernetes.io/service-name` label.
 pub fn readiness<'a>(slices: impl IntoIterator<Item = &'a CachedSlice>) -> Readiness {
     build::readiness(slices.into_iter().filter_map(CachedSlice::entry))
-}
-
-/// The config ConfigMap as the speaker keeps it: its name, namespace and `data` (where
-/// `config` is read).
-pub fn cached_config_map(mut cm: ConfigMap) -> ConfigMap {
-    let meta = std::mem::take(&mut cm.metadata);
-    cm.metadata = ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        ..ObjectMeta::default()
-    };
-    cm.binary_data = None;
-    cm
 }
 
 #[cfg(test)]
@@ -343,28 +330,6 @@ mod tests {
         assert!(!r.ready_on(&web, "node-d"), "another namespace's slice");
         assert!(r.ready_on(&ServiceKey::new("default", "web"), "node-d"));
         assert!(!r.ready_anywhere(&ServiceKey::new("shop", "idle")));
-    }
-
-    #[test]
-    fn a_stripped_config_map_keeps_its_data() {
-        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "config", "namespace": "metallb-system",
-                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
-                         "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
-            "data": {"config": "address-pools: []\n"}
-        }))
-        .unwrap();
-        let cm = cached_config_map(cm);
-        assert_eq!(cm.metadata.name.as_deref(), Some("config"));
-        assert_eq!(cm.metadata.namespace.as_deref(), Some("metallb-system"));
-        assert!(cm.metadata.managed_fields.is_none() && cm.metadata.annotations.is_none());
-        assert_eq!(
-            cm.data
-                .as_ref()
-                .and_then(|d| d.get("config"))
-                .map(String::as_str),
-            Some("address-pools: []\n")
-        );
     }
 
     #[test]

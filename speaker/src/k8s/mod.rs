@@ -31,6 +31,7 @@ mod fixtures;
 pub mod nodes;
 mod rebuild;
 mod sources;
+pub mod status;
 mod trim;
 
 use std::future::Future;
@@ -61,6 +62,8 @@ pub struct Options {
     pub namespace: String,
     /// Name of the config ConfigMap (key `config`).
     pub config_map: String,
+    /// Where the configuration comes from (`--config-source`).
+    pub config_source: ferrolb_config::source::Source,
     /// The `spec.loadBalancerClass` served, besides Services without a class.
     pub class: String,
     /// Memberlist settings; `None`: liveness from the Nodes' Ready condition.
@@ -93,7 +96,14 @@ pub async fn run(
         info!(node = %opts.node, "membership off (no --ml-bind): a node counts as alive while its Node is Ready");
     }
     info!(node = %opts.node, namespace = %opts.namespace, config_map = %opts.config_map, "speaker starting");
-    let mut sources = Sources::watch(&client, &opts.namespace, &opts.config_map, &metrics.updates);
+    let mut sources = Sources::watch(
+        &client,
+        &opts.namespace,
+        &opts.config_map,
+        opts.config_source,
+        &metrics.updates,
+    )
+    .await;
     let mut speaker = Rebuilder::new(&opts, client, metrics, announcers);
     let mut rebuild = Debounce::new(DEBOUNCE);
     let mut trim = Debounce::new(TRIM_AFTER);

@@ -63,6 +63,19 @@ pub fn node_info<'a>(name: &str, nodes: impl IntoIterator<Item = &'a Node>) -> N
     }
 }
 
+/// Every Node's labels, by name (for L2Advertisements that select nodes).
+pub fn labels<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    nodes
+        .into_iter()
+        .filter_map(|n| {
+            let name = n.metadata.name.clone()?;
+            Some((name, n.metadata.labels.clone().unwrap_or_default()))
+        })
+        .collect()
+}
+
 /// True when the Node's `Ready` condition is `True`.
 pub fn node_ready(node: &Node) -> bool {
     node.status

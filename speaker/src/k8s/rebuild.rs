@@ -5,18 +5,25 @@
 //!
 //! Must not: read watches or timers (the shell in [`super`] does), or decide announcements.
 
+use std::sync::Arc;
+
 use ferrolb_runtime::config::ClientMetrics;
 use ferrolb_runtime::events::EventPublisher;
+use ferrolb_runtime::status::StatusWriter;
 use kube::Client;
 
 use super::assigned::NodeAssigned;
 use super::config::ConfigFeed;
 use super::sources::{Change, Sources};
+use super::status::ServiceStatuses;
 use super::{convert, nodes, Options, REPORTER};
 use crate::lifecycle::Lifecycle;
 use crate::membership::{MemberlistConfig, MembershipError};
 use crate::world::build;
 use crate::world::{Announcer, World};
+
+/// How long a stopping speaker spends deleting its status objects at most.
+const STATUS_CLEANUP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the speaker keeps between rebuilds.
 #[derive(Debug)]
@@ -31,6 +38,10 @@ pub struct Rebuilder {
     /// A Service changed since the last turn of the config gate.
     services_changed: bool,
     assigned: NodeAssigned,
+    /// This node's ServiceL2Status / ServiceBGPStatus objects.
+    statuses: ServiceStatuses,
+    /// This node's ConfigurationState (`speaker-NODE`).
+    states: Arc<StatusWriter>,
 }
 
 impl Rebuilder {
@@ -40,16 +51,20 @@ impl Rebuilder {
         metrics: ClientMetrics,
         announcers: Vec<Box<dyn Announcer>>,
     ) -> Self {
-        let events = EventPublisher::new(client, REPORTER, opts.node.clone());
+        let events = EventPublisher::new(client.clone(), REPORTER, opts.node.clone());
+        let statuses = ServiceStatuses::start(client.clone(), &opts.namespace, &opts.node);
+        let states = Arc::new(StatusWriter::new(client, &opts.namespace));
         Rebuilder {
             node: opts.node.clone(),
             class: opts.class.clone(),
             join_from_nodes: opts.join_from_nodes,
             membership: opts.membership.clone(),
             lifecycle: Lifecycle::new(announcers),
-            config: ConfigFeed::new(&opts.namespace, &opts.config_map, metrics),
+            config: ConfigFeed::new(&format!("{}/{}", opts.namespace, opts.config_map), metrics),
             services_changed: false,
             assigned: NodeAssigned::new(opts.node.clone(), events),
+            statuses,
+            states,
         }
     }
 
@@ -57,8 +72,14 @@ impl Rebuilder {
     pub fn note(&mut self, change: Change, sources: &Sources) {
         match change {
             Change::Services(changed) => self.services_changed |= changed,
-            Change::ConfigMap(true) => self.config.on_config_map(sources.config_maps.cache()),
-            Change::ConfigMap(false) | Change::Other => {}
+            Change::Config(true) => self.config.on_candidate(
+                sources
+                    .config
+                    .candidate()
+                    .map(|c| (sources.config.describe(c.from), c.config)),
+                sources.config.synced(),
+            ),
+            Change::Config(false) | Change::Other => {}
         }
     }
 
@@ -72,13 +93,25 @@ impl Rebuilder {
         self.start_membership(sources).await?;
         let services = sources.services.cache().items().values();
         let changed = std::mem::take(&mut self.services_changed);
-        self.config
+        let state = self
+            .config
             .turn(changed, &self.class, services.map(|s| &s.view));
+        if let Some(state) = state {
+            // In the background: announcing never waits for the apiserver.
+            let (states, node) = (self.states.clone(), self.node.clone());
+            tokio::spawn(async move {
+                let name = format!("speaker-{node}");
+                states
+                    .configuration_state(&name, "speaker", Some(&node), state)
+                    .await;
+            });
+        }
         let Some(world) = self.world(sources) else {
             return Ok(());
         };
         if let Some(world) = self.lifecycle.apply(world) {
             self.assigned.on_world(&world, sources.services.cache());
+            self.statuses.on_world(&world);
         }
         Ok(())
     }
@@ -108,11 +141,13 @@ impl Rebuilder {
             build::assigned_views(services.map(|s| &s.view), &self.class),
             convert::readiness(sources.slices.cache().items().values()),
             live,
+            || nodes::labels(nodes.values()),
         ))
     }
 
     /// Leaves the membership and shuts the announcers down ([`Lifecycle::stop`]).
     pub async fn stop(self) {
         self.lifecycle.stop().await;
+        self.statuses.stop(STATUS_CLEANUP).await;
     }
 }

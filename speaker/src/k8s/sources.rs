@@ -1,13 +1,15 @@
-//! The speaker's four watches (Services, EndpointSlices, Nodes, the config ConfigMap), each
-//! feeding its cache with what the speaker keeps of the objects, multiplexed into one stream of
-//! changes.
+//! The speaker's watches (Services, EndpointSlices, Nodes, and the configuration's sources: the
+//! config ConfigMap and MetalLB's custom resources), each feeding its cache with what the
+//! speaker keeps of the objects, multiplexed into one stream of changes.
 //!
 //! Must not: act on a change (the shell arms its rebuild), or keep more of an object than
 //! [`super::convert`] and [`super::nodes`] keep.
 
+use ferrolb_config::source::Source;
 use ferrolb_runtime::cache::Watched;
+use ferrolb_runtime::config_source::ConfigSources;
 use ferrolb_runtime::watch::Watch;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -21,25 +23,33 @@ use super::nodes;
 pub enum Change {
     /// The Services (true when the cached set changed).
     Services(bool),
-    /// The config ConfigMap (true when the cached one changed).
-    ConfigMap(bool),
+    /// The configuration's sources (true when what they hold changed).
+    Config(bool),
     /// EndpointSlices or Nodes.
     Other,
 }
 
-/// The four watched kinds and their caches.
+/// The watched kinds and their caches.
 #[derive(Debug)]
 pub struct Sources {
     pub services: Watched<Service, CachedService>,
     pub slices: Watched<EndpointSlice, CachedSlice>,
     pub nodes: Watched<Node, Node>,
-    pub config_maps: Watched<ConfigMap, ConfigMap>,
+    pub config: ConfigSources,
 }
 
 impl Sources {
-    /// Starts the watches: every Service, EndpointSlice and Node, and the ConfigMap
-    /// `namespace/config_map`; each event is counted in `updates`.
-    pub fn watch(client: &Client, namespace: &str, config_map: &str, updates: &Counter) -> Self {
+    /// Starts the watches: every Service, EndpointSlice and Node, and the configuration's
+    /// `source` in `namespace` (ConfigMap `config_map`); each event is counted in `updates`.
+    pub async fn watch(
+        client: &Client,
+        namespace: &str,
+        config_map: &str,
+        source: Source,
+        updates: &Counter,
+    ) -> Self {
+        let config =
+            ConfigSources::start(client, namespace, config_map, source, false, updates).await;
         let all = watcher::Config::default;
         let c = client.clone();
         let u = updates.clone();
@@ -56,15 +66,7 @@ impl Sources {
                 Watch::of("Node", u.clone(), Api::all(c.clone()), all()),
                 nodes::cached_node,
             ),
-            config_maps: Watched::new(
-                Watch::of(
-                    "ConfigMap",
-                    u,
-                    Api::namespaced(c, namespace),
-                    all().fields(&format!("metadata.name={config_map}")),
-                ),
-                convert::cached_config_map,
-            ),
+            config,
         }
     }
 
@@ -73,7 +75,7 @@ impl Sources {
         self.services.cache().is_synced()
             && self.slices.cache().is_synced()
             && self.nodes.cache().is_synced()
-            && self.config_maps.cache().is_synced()
+            && self.config.synced()
     }
 
     /// Takes in the next event of any watch. Cancel-safe; `select!` picks fairly among the
@@ -83,7 +85,7 @@ impl Sources {
             changed = self.services.next() => Change::Services(changed),
             _ = self.slices.next() => Change::Other,
             _ = self.nodes.next() => Change::Other,
-            changed = self.config_maps.next() => Change::ConfigMap(changed),
+            changed = self.config.next() => Change::Config(changed),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Which node answers for which layer2 address: a pure function of the [`World`].
 //!
 //! Every speaker computes the same answer without talking to the others. For each address in a
-//! `layer2` pool the usable nodes are the live speakers (membership) that may serve it: with
+//! layer2 pool the usable nodes are the live speakers (membership) that may serve it: with
 //! `externalTrafficPolicy: Local` only nodes with a ready endpoint of the Service; with `Cluster`
 //! every live node, provided the Service has a ready endpoint somewhere (none anywhere: nobody
 //! announces). Services that share an address must all be servable on the chosen node, so their
@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ferrolb_config::{Protocol, TrafficPolicy};
+use ferrolb_config::TrafficPolicy;
 use sha2::{Digest, Sha256};
 
 use crate::world::{AssignedService, World};
@@ -57,34 +57,43 @@ pub struct Election {
     pub interfaces: Vec<String>,
 }
 
-/// Elections for every address of every Service that lies in a `layer2` pool, by address.
+/// Elections for every address of every Service that lies in a layer2 pool, by address. A pool
+/// whose L2Advertisements select nodes is announced only from those nodes, on the interfaces
+/// the advertisements give the winner.
 pub fn elections(world: &World) -> BTreeMap<IpAddr, Election> {
     let mut usable: BTreeMap<IpAddr, BTreeSet<&str>> = BTreeMap::new();
     for svc in &world.services {
         let nodes = usable_nodes(world, svc);
         for ip in &svc.ips {
-            let is_layer2 = world
+            let Some(pool) = world
                 .config
                 .pool_containing(ip)
-                .is_some_and(|p| p.protocol == Protocol::Layer2);
-            if !is_layer2 {
+                .filter(|p| p.protocol.layer2())
+            else {
                 continue;
+            };
+            let mut nodes = nodes.clone();
+            if !pool.l2_advertisements.is_empty() {
+                nodes.retain(|n| pool.layer2_interfaces_on(world.labels_of(n)).is_some());
             }
             usable
                 .entry(*ip)
                 .and_modify(|u| u.retain(|n| nodes.contains(n)))
-                .or_insert_with(|| nodes.clone());
+                .or_insert(nodes);
         }
     }
     usable
         .into_iter()
         .map(|(ip, nodes)| {
+            let elected = winner(nodes.iter().copied(), &ip).map(str::to_owned);
             let interfaces = world
                 .config
                 .pool_containing(&ip)
-                .map(|p| p.interfaces.clone())
+                .and_then(|p| match &elected {
+                    Some(w) => p.layer2_interfaces_on(world.labels_of(w)),
+                    None => Some(p.interfaces.clone()),
+                })
                 .unwrap_or_default();
-            let elected = winner(nodes.iter().copied(), &ip).map(str::to_owned);
             let e = Election {
                 usable: nodes.into_iter().map(str::to_owned).collect(),
                 winner: elected,
@@ -109,7 +118,7 @@ pub fn my_addresses(world: &World) -> BTreeMap<IpAddr, Vec<String>> {
 mod tests {
     use super::*;
     use crate::world::{NodeInfo, Readiness};
-    use ferrolb_config::{Config, IpRange, Pool, ServiceKey};
+    use ferrolb_config::{Config, IpRange, Pool, Protocol, ServiceKey};
 
     fn pool(name: &str, protocol: Protocol, first: &str, last: &str) -> Pool {
         Pool {
@@ -120,6 +129,8 @@ mod tests {
             auto_assign: true,
             bgp_advertisements: Vec::new(),
             interfaces: Vec::new(),
+            l2_advertisements: Vec::new(),
+            service_allocation: None,
         }
     }
 
@@ -154,6 +165,7 @@ mod tests {
             services,
             readiness: Readiness::AllReady,
             live_nodes: live.iter().map(|s| s.to_string()).collect(),
+            node_labels: BTreeMap::new(),
         }
     }
 
@@ -377,5 +389,42 @@ mod tests {
                 assert_eq!(&after[ip], owner, "{ip} moved although its owner stayed");
             }
         }
+    }
+
+    #[test]
+    fn l2_advertisements_with_node_selectors_limit_the_candidates_and_give_the_interfaces() {
+        let crds = "
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: l2}
+spec: {addresses: [192.0.2.0/24]}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: edge}
+spec:
+  interfaces: [eth1]
+  nodeSelectors: [{matchLabels: {edge: 'true'}}]
+";
+        let ips = many_ips();
+        let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+        let services = vec![svc("a", &refs, TrafficPolicy::Cluster)];
+        let live = ["n1", "n2", "n3"];
+        let mut w = world("n1", &live, services);
+        w.config = ferrolb_config::parse(crds).unwrap();
+        let edge: BTreeMap<String, String> = [("edge".to_string(), "true".to_string())].into();
+        w.node_labels.insert("n2".into(), edge.clone());
+        w.node_labels.insert("n3".into(), edge);
+        let e = elections(&w);
+        assert_eq!(e.len(), many_ips().len());
+        for (ip, el) in &e {
+            let usable: Vec<&str> = el.usable.iter().map(String::as_str).collect();
+            assert_eq!(usable, vec!["n2", "n3"], "{ip}: n1 is not an edge node");
+            assert_eq!(el.interfaces, vec!["eth1".to_string()]);
+        }
+        assert!(my_addresses(&w).is_empty(), "n1 announces nothing");
+        // Every election is won by n2 or n3, and both win some.
+        let winners: BTreeSet<&str> = e.values().filter_map(|el| el.winner.as_deref()).collect();
+        assert_eq!(winners, ["n2", "n3"].into_iter().collect());
     }
 }

@@ -72,20 +72,28 @@ pub fn live_nodes(
     }
 }
 
-/// The world every announcer decides from.
+/// The world every announcer decides from. `node_labels`: the labels of the other nodes, read
+/// only when some L2Advertisement selects nodes (see [`World::node_labels`]).
 pub fn world(
     config: Config,
     node: NodeInfo,
     services: Vec<AssignedService>,
     readiness: Readiness,
     live_nodes: BTreeSet<String>,
+    node_labels: impl FnOnce() -> BTreeMap<String, BTreeMap<String, String>>,
 ) -> World {
+    let selects_nodes = config.pools.iter().any(|p| !p.l2_advertisements.is_empty());
     World {
         config,
         node,
         services,
         readiness,
         live_nodes,
+        node_labels: if selects_nodes {
+            node_labels()
+        } else {
+            BTreeMap::new()
+        },
     }
 }
 

@@ -81,6 +81,20 @@ pub struct World {
     pub readiness: Readiness,
     /// Names of the nodes whose speakers are alive (membership), this node included.
     pub live_nodes: BTreeSet<String>,
+    /// The labels of the other nodes, by name, for L2Advertisements that select nodes (a node
+    /// missing here has no labels). This node's are in `node`.
+    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl World {
+    /// The labels of node `name` (none when unknown).
+    pub fn labels_of(&self, name: &str) -> &BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        if name == self.node.name {
+            return &self.node.labels;
+        }
+        self.node_labels.get(name).unwrap_or(&NONE)
+    }
 }
 
 /// An announcer (layer2, bgp): turns the latest [`World`] into announcements.
